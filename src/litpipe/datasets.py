@@ -1,0 +1,208 @@
+"""Registry of the datasets litpipe knows, and readers that turn raw files into arrays.
+
+Everything here is torch-free so that the download stage starts fast. A dataset is
+described once (files, digests, shape, class names, normalisation) and every stage reads
+that description instead of hard-coding numbers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One file a dataset needs, as published on its mirrors.
+
+    ``remote`` is the name on the mirror; ``local`` the name it gets under
+    ``data/raw/<dataset>/`` once verified (decompressed for ``.gz`` files).
+    ``sha256`` is the SHA-256 of the *decompressed* content where known (it does not depend
+    on how a mirror compressed the file); ``md5`` is the upstream-published digest of the
+    archive as served, used where no content digest is known.
+    """
+
+    remote: str
+    local: str
+    sha256: str | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Static facts about one dataset."""
+
+    name: str
+    shape: tuple[int, int, int]  # C, H, W
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    files: tuple[RawFile, ...] = field(default=())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    shape=(1, 28, 28),
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    mean=(0.2860,),
+    std=(0.3530,),
+    files=(
+        # SHA-256 of the decompressed IDX content, computed from Debian's
+        # dataset-fashion-mnist package (its .gz bytes differ from upstream's, the
+        # content does not).
+        RawFile("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte",
+                sha256="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        RawFile("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte",
+                sha256="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        RawFile("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte",
+                sha256="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        RawFile("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte",
+                sha256="0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    ),
+)
+
+MNIST = DatasetSpec(
+    name="mnist",
+    shape=(1, 28, 28),
+    classes=tuple(str(i) for i in range(10)),
+    mean=(0.1307,),
+    std=(0.3081,),
+    files=(
+        # Upstream MD5s of the archives, as listed in torchvision's MNIST source.
+        RawFile("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte",
+                md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        RawFile("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte",
+                md5="d53e105ee54ea40749a09fcbcd1e9432"),
+        RawFile("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte",
+                md5="9fb629c4189551a2d022fa330f9573f3"),
+        RawFile("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte",
+                md5="ec29112dd5afa0611ce80d1b7f02629c"),
+    ),
+)
+
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    shape=(3, 32, 32),
+    classes=("airplane", "automobile", "bird", "cat", "deer",
+             "dog", "frog", "horse", "ship", "truck"),
+    # The CIFAR-10 seed normalises with (0.5, 0.5, 0.5) per channel.
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    files=(
+        # Upstream MD5 of the python tarball, as listed in torchvision's CIFAR10 source.
+        RawFile("cifar-10-python.tar.gz", "cifar-10-batches-py",
+                md5="c58f30108f718f92721af3b95e74349a"),
+    ),
+)
+
+DIGITS = DatasetSpec(
+    name="digits",
+    shape=(1, 8, 8),
+    classes=tuple(str(i) for i in range(10)),
+    mean=(0.3047,),
+    std=(0.3753,),
+    files=(),  # bundled inside scikit-learn's wheel: nothing to download
+)
+
+REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in (FASHION_MNIST, MNIST, CIFAR10, DIGITS)}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """Return the spec of ``name``; config validation guarantees it exists."""
+    return REGISTRY[name]
+
+
+# --------------------------------------------------------------------------- readers
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an IDX file (the MNIST family's format) into a uint8 array.
+
+    Accepts plain or gzip-compressed files. The header is checked so that a truncated or
+    foreign file fails with a message instead of a silently wrong shape.
+    """
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic)")
+    if raw[2] != 0x08:
+        raise ValueError(f"{path}: IDX type {raw[2]:#x} is not unsigned byte")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims)) if dims else 0
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{path}: IDX header says {dims} ({expected} bytes) but the file holds "
+            f"{len(raw) - header} bytes of data"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def load_idx_dataset(raw_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Load an MNIST-family dataset from its decompressed IDX files.
+
+    Returns ``{"train": (x, y), "test": (x, y)}`` with ``x`` shaped N×1×H×W uint8.
+    """
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = read_idx(raw_dir / f"{prefix}-images-idx3-ubyte")
+        y = read_idx(raw_dir / f"{prefix}-labels-idx1-ubyte")
+        if len(x) != len(y):
+            raise ValueError(f"{raw_dir}: {split} has {len(x)} images but {len(y)} labels")
+        out[split] = (x[:, None, :, :], y.astype(np.int64))
+    return out
+
+
+def load_digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> dict[
+        str, tuple[np.ndarray, np.ndarray]]:
+    """Load scikit-learn's bundled 8×8 digits as uint8 images in 0..255.
+
+    The set has no official test split, so a fixed, seeded stratified 20 % is held out.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    # Pixel values are 0..16; scale to the 0..255 range every other dataset uses.
+    x = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return {"train": (x_tr, y_tr), "test": (x_te, y_te)}
+
+
+def load_raw(name: str, raw_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Load dataset ``name`` from ``raw_dir`` (``data/raw/<name>``) into uint8 arrays."""
+    if name in ("fashion_mnist", "mnist"):
+        return load_idx_dataset(raw_dir)
+    if name == "digits":
+        return load_digits_dataset()
+    if name == "cifar10":
+        from litpipe.cifar import load_cifar10  # written alongside the CIFAR downloader
+
+        return load_cifar10(raw_dir)
+    raise KeyError(name)
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    """SHA-256 over arrays' shapes, dtypes and bytes: a content hash for data lineage."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(str(a.dtype).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()

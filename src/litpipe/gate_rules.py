@@ -1,0 +1,48 @@
+"""Typed rules of the ``gates:`` section of ``params.yaml`` (torch-free, import-cheap).
+
+Kept apart from :mod:`litpipe.gates` so that :mod:`litpipe.config` can validate the section
+at every stage without importing the gate's reporting code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class MetricRule(BaseModel):
+    """Bounds on one metric: absolute (``min``/``max``) and against the baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = Field(
+        None, ge=0.0, description="largest allowed fall below the baseline value"
+    )
+    max_rise: float | None = Field(
+        None, ge=0.0, description="largest allowed rise above the baseline (for losses)"
+    )
+    relative: bool = Field(False, description="max_drop/max_rise as a fraction of baseline")
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> MetricRule:
+        if all(v is None for v in (self.min, self.max, self.max_drop, self.max_rise)):
+            raise ValueError("a rule needs at least one of min, max, max_drop, max_rise")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class GatesConfig(BaseModel):
+    """Which metrics files to read, which baseline to compare with, and the rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics_files: list[str] = Field(default=["reports/metrics.json"], min_length=1)
+    baseline: str | None = Field("main", description="git revision; null: no regression rules")
+    missing_baseline: Literal["pass", "fail"] = Field(
+        "pass", description="verdict when the baseline revision or its metrics are absent"
+    )
+    rules: dict[str, MetricRule] = Field(default_factory=dict)
