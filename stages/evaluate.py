@@ -1,0 +1,8 @@
+"""DVC stage `evaluate`: validate params.yaml, then run litpipe's evaluate step (see dvc.yaml)."""
+
+import sys
+
+from litpipe.stage_runner import run_stage
+
+if __name__ == "__main__":
+    sys.exit(run_stage("evaluate"))

@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny processed dataset and a throw-away copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+# Files a pipeline copy needs; data/, models/, reports/ and the MLflow DB stay behind.
+REPO_FILES = ("dvc.yaml", "params.yaml", "stages", "pyproject.toml")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may write into a developer's real MLflow store or DVC repo by accident."""
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def pipeline_env() -> dict[str, str]:
+    """Environment for subprocess stages: the venv first on PATH, quiet, no tracking URI."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONWARNINGS"] = "ignore"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "litpipe tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@litpipe.invalid"
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600
+        ) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in ``cwd`` with the pipeline environment; show output on failure."""
+    proc = subprocess.run(cmd, cwd=cwd, env=pipeline_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+                             f"\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_repo_copy(dest: Path) -> Path:
+    """A fresh git + DVC repository holding the pipeline definition and stage entries."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    # Code deps in dvc.yaml point at src/; a symlink keeps them real without copying.
+    (dest / "src").symlink_to(ROOT / "src")
+    run(["git", "init", "-q"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["dvc", "config", "core.autostage", "false"], dest)
+    (dest / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n")
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "pipeline copy"], dest)
+    return dest
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """A throw-away repository to run ``dvc repro`` in."""
+    return make_repo_copy(tmp_path / "repo")
