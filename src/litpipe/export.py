@@ -101,6 +101,9 @@ def _log_to_mlflow(params: Params, models_dir: Path, out_dir: Path, example: np.
         mlflow.log_metrics(diffs)
         mlflow.log_artifact(str(out_dir / "model.ts"), artifact_path="export")
         mlflow.log_artifact(str(out_dir / "model.json"), artifact_path="export")
+        mlflow.log_artifact(str(out_dir / "model.onnx"), artifact_path="export")
+        if Path("dvc.lock").exists():  # the lineage of this run's upstream stages
+            mlflow.log_artifact("dvc.lock", artifact_path="config")
         info = mlflow.onnx.log_model(
             onnx.load(str(out_dir / "model.onnx")), name="model", signature=signature,
             input_example=example, registered_model_name=params.export.registered_model,

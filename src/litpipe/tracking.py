@@ -120,6 +120,26 @@ def run_tags(stats: dict[str, Any], root: Path | None = None) -> dict[str, str]:
     return tags
 
 
+def log_dataset_input(client: Any, run_id: str, stats: dict[str, Any], source: str) -> None:
+    """Record the processed dataset as an MLflow dataset input (name, digest, source).
+
+    The digest is the split stage's content hash, so two runs on the same data show the
+    same dataset in the UI, and a changed split shows up as a different one.
+    """
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    schema = {"images": {"dtype": "uint8", "shape": [-1, *stats["shape"]]},
+              "labels": {"dtype": "int64", "classes": stats["classes"]}}
+    profile = {"counts": stats["counts"], "class_counts": stats["class_counts"]}
+    dataset = Dataset(name=str(stats["dataset"]), digest=str(stats["data_hash"])[:36],
+                      source_type="local", source=json.dumps({"uri": source}),
+                      schema=json.dumps(schema), profile=json.dumps(profile))
+    client.log_inputs(run_id, datasets=[
+        DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
+
 def client(uri: str):  # noqa: ANN201 (mlflow type imported lazily)
     """An ``MlflowClient`` for ``uri``."""
     from mlflow.tracking import MlflowClient

@@ -26,7 +26,12 @@ from litpipe.atomic import move_into_place, write_json, write_text
 from litpipe.config import Params, flatten
 from litpipe.datamodule import ArrayDataModule
 from litpipe.lit_module import LitClassifier
-from litpipe.tracking import ensure_experiment, resolve_tracking_uri, run_tags
+from litpipe.tracking import (
+    ensure_experiment,
+    log_dataset_input,
+    resolve_tracking_uri,
+    run_tags,
+)
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                   "epoch_time_s", "samples_per_s")
@@ -137,6 +142,8 @@ def train_stage(params: Params, processed_dir: Path, models_dir: Path, reports_d
             default_root_dir=work, log_every_n_steps=10,
         )
         logger.log_hyperparams(flatten(params))
+        log_dataset_input(logger.experiment, logger.run_id, dm.stats,
+                          source=str(processed_dir.resolve()))
         trainer.fit(module, datamodule=dm)
 
         run_id = logger.run_id
@@ -162,6 +169,7 @@ def train_stage(params: Params, processed_dir: Path, models_dir: Path, reports_d
             else:  # best was the last one and has just been moved
                 shutil.copyfile(models_dir / "last.ckpt", models_dir / "best.ckpt")
             write_json(models_dir / "run.json", summary)
+            client.log_artifact(run_id, str(models_dir / "best.ckpt"), artifact_path="checkpoint")
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,109 @@
+"""The stage functions in-process on scikit-learn's digits: fast, offline, no DVC.
+
+Covers what the e2e test cannot see cheaply: checkpoint contents, the MLflow run's details,
+the model registry, and determinism of the metrics file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from litpipe.config import load_params
+from litpipe.evaluation import evaluate_stage
+from litpipe.export import export_stage
+from litpipe.preprocess import split_stage
+from litpipe.training import load_checkpoint_module, train_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def digits_params(tmp: Path, **extra: object):
+    return load_params(ROOT / "params.yaml", overrides={
+        "data.dataset": "digits", "data.val_size": 200, "train.epochs": 2,
+        "train.batch_size": 64, "train.progress_bar": False, "evaluate.samples": 9,
+        "export.parity_batch": 8, "tracking.uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        **extra})
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "data/raw/digits").mkdir(parents=True)
+    return tmp_path
+
+
+def run_all(params, base: Path) -> dict:
+    processed, models, reports = base / "data/processed", base / "models", base / "reports"
+    split_stage(params, base / "data/raw", processed)
+    summary = train_stage(params, processed, models, reports)
+    evaluate_stage(params, processed, models, reports)
+    export = export_stage(params, processed, models, reports)
+    return {"train": summary, "export": export}
+
+
+def test_train_evaluate_export_on_digits(workdir: Path) -> None:
+    params = digits_params(workdir)
+    out = run_all(params, workdir)
+
+    metrics = json.loads((workdir / "reports/metrics.json").read_text())
+    assert metrics["test_acc"] > 0.8, metrics  # 2 epochs on digits
+    assert set(metrics["per_class_acc"]) == {str(i) for i in range(10)}
+    history = (workdir / "reports/train_history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr")
+    assert len(history) == 3  # header + 2 epochs
+
+    # Checkpoints load without unpickling arbitrary objects and hold resumable state.
+    ckpt = torch.load(workdir / "models/last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+    module = load_checkpoint_module(workdir / "models/best.ckpt")
+    assert module.classes == [str(i) for i in range(10)]
+
+    export = json.loads((workdir / "reports/export.json").read_text())
+    assert export["onnx_max_abs_diff"] <= 1e-4
+    assert out["export"]["registered_version"] == "1"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=params.tracking.uri)
+    run = client.get_run(out["train"]["run_id"])
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+    assert run.data.tags["dataset"] == "digits"
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "digits"
+    artifacts = {f.path for d in ("evaluate", "checkpoint", "config", "export")
+                 for f in client.list_artifacts(run.info.run_id, d)}
+    assert {"evaluate/samples.png", "evaluate/confusion.png", "checkpoint/best.ckpt",
+            "config/params.yaml", "export/model.onnx"} <= artifacts
+    [version] = client.search_model_versions("name='litpipe-classifier'")
+    assert version.run_id == run.info.run_id
+
+    # Same params, fresh outputs: the metrics file is byte-identical.
+    first = (workdir / "reports/metrics.json").read_bytes()
+    again = workdir / "again"
+    (again / "data/raw/digits").mkdir(parents=True)
+    run_all(params, again)
+    assert (again / "reports/metrics.json").read_bytes() == first
+
+
+def test_export_refuses_drift(workdir: Path) -> None:
+    """A tolerance no real export can meet fails the stage and writes no export."""
+    from litpipe.export import ExportError
+
+    params = digits_params(workdir, **{"train.epochs": 1})
+    processed, models, reports = (workdir / "data/processed", workdir / "models",
+                                  workdir / "reports")
+    split_stage(params, workdir / "data/raw", processed)
+    train_stage(params, processed, models, reports)
+    strict = digits_params(workdir, **{"train.epochs": 1, "export.tolerance": 1e-30})
+    with pytest.raises(ExportError, match="export.tolerance"):
+        export_stage(strict, processed, models, reports)
+    assert not (models / "export").exists()
+    assert not (reports / "export.json").exists()
