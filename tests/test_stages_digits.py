@@ -60,7 +60,8 @@ def test_train_evaluate_export_on_digits(workdir: Path) -> None:
 
     # Checkpoints load without unpickling arbitrary objects and hold resumable state.
     ckpt = torch.load(workdir / "models/last.ckpt", weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+    # Saved after fit: "epoch" counts the epochs completed, so a resume starts at the next.
+    assert ckpt["epoch"] == 2 and ckpt["optimizer_states"] and ckpt["lr_schedulers"]
     module = load_checkpoint_module(workdir / "models/best.ckpt")
     assert module.classes == [str(i) for i in range(10)]
 

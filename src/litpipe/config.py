@@ -9,8 +9,9 @@ worse than a crash.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -42,11 +43,24 @@ class DataConfig(_Strict):
     test_size: int | None = Field(None, ge=1, description="cap on test samples")
 
 
+ModelName = Literal["cnn", "mlp", "cifar_cnn", "autoencoder"]
+RECONSTRUCTION_MODELS = ("autoencoder",)
+
+
 class ModelConfig(_Strict):
-    name: Literal["cnn", "mlp"] = "cnn"
-    channels: list[int] = Field(default=[32, 64], min_length=1, max_length=4)
-    hidden: list[int] = Field(default=[128], min_length=1, max_length=4)
+    name: ModelName = "cnn"
+    channels: list[int] = Field(default=[32, 64], min_length=1, max_length=4,
+                                description="conv block widths (cnn)")
+    hidden: list[int] = Field(default=[128], min_length=1, max_length=4,
+                              description="fully-connected sizes (cnn, mlp, cifar_cnn, "
+                              "autoencoder encoder)")
     dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    latent_dim: int = Field(16, ge=1, le=4096, description="autoencoder code size")
+
+    @property
+    def task(self) -> Literal["classification", "reconstruction"]:
+        """What the model learns; decides the metrics evaluate writes."""
+        return "reconstruction" if self.name in RECONSTRUCTION_MODELS else "classification"
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> ModelConfig:
@@ -65,15 +79,36 @@ class EarlyStoppingConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
-    monitor: Literal["val_loss", "val_acc"] = "val_acc"
-    mode: Literal["min", "max"] = "max"
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    mode: Literal["min", "max"] = "min"
+
+
+class SWAConfig(_Strict):
+    """Stochastic Weight Averaging (Lightning's StochasticWeightAveraging callback)."""
+
+    enabled: bool = False
+    lrs: float = Field(0.01, gt=0.0, description="SWA learning rate")
+    epoch_start: float | int = Field(0.8, gt=0, description="fraction of epochs or an epoch")
+    annealing_epochs: int = Field(2, ge=1)
+
+
+class TunerConfig(_Strict):
+    """Bounds for Lightning's learning-rate and batch-size finders (lr/batch_size: auto)."""
+
+    min_lr: float = Field(1e-6, gt=0.0)
+    max_lr: float = Field(1.0, gt=0.0)
+    num_training: int = Field(50, ge=10, description="lr finder steps")
+    max_batch_size: int = Field(1024, ge=2, description="batch-size finder upper bound")
+    steps_per_trial: int = Field(3, ge=1)
 
 
 class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1, le=10_000)
-    batch_size: int = Field(128, ge=1, le=65_536)
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
+        128, description="a number, or auto: Lightning's batch-size finder")
     optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = Field(0.002, gt=0.0, le=10.0)
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] | Literal["auto"] = Field(
+        0.002, description="a number, or auto: Lightning's learning-rate finder")
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
     scheduler: Literal["none", "step", "cosine", "onecycle"] = "onecycle"
@@ -82,13 +117,42 @@ class TrainConfig(_Strict):
     augment: bool = Field(True, description="random shifts (and flips for cifar10)")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    swa: SWAConfig = SWAConfig()
+    tuner: TunerConfig = TunerConfig()
+    accumulate_grad_batches: int = Field(1, ge=1, le=1024)
+    gradient_clip_val: float | None = Field(None, gt=0.0, description="null: no clipping")
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
-    devices: int | Literal["auto"] = 1
+    devices: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn", "single_device"] = "auto"
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     num_workers: int = Field(0, ge=0, le=64)
-    limit_train_batches: float | int = Field(1.0, gt=0)
-    limit_val_batches: float | int = Field(1.0, gt=0)
+    fast_dev_run: bool | Annotated[int, Field(ge=0)] = False
+    limit_train_batches: Annotated[float, Field(gt=0.0, le=1.0)] | Annotated[int, Field(ge=1)] \
+        = 1.0
+    limit_val_batches: Annotated[float, Field(gt=0.0, le=1.0)] | Annotated[int, Field(ge=1)] \
+        = 1.0
+    profiler: Literal["none", "simple", "advanced"] = "none"
+    val_image_samples: int = Field(16, ge=0, le=64, description="images in the per-epoch "
+                                   "validation prediction grid logged to MLflow; 0: off")
+    resume_from: str | None = Field(None, description="checkpoint to continue training from")
     progress_bar: bool = True
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
+        gpu = self.accelerator in ("gpu", "cuda")
+        if self.precision == "16-mixed" and not gpu:
+            raise ValueError(
+                f"precision '16-mixed' needs a CUDA GPU (train.accelerator is "
+                f"'{self.accelerator}'); on CPU use 'bf16-mixed' or '32-true'")
+        multi = self.devices == "auto" or (isinstance(self.devices, int) and self.devices > 1)
+        if self.batch_size == "auto" and (multi or self.strategy.startswith("ddp")):
+            raise ValueError("batch_size 'auto' (Lightning's batch-size finder) does not "
+                             "support multi-device training; set a number")
+        if self.lr == "auto" and (multi or self.strategy.startswith("ddp")):
+            raise ValueError("lr 'auto' (Lightning's learning-rate finder) does not support "
+                             "multi-device training; set a number")
+        return self
 
 
 class EvaluateConfig(_Strict):
@@ -111,6 +175,21 @@ class TrackingConfig(_Strict):
     experiment: str = Field("litpipe", min_length=1)
 
 
+def _check_task(params: Params) -> None:
+    """Reject combinations that only fail (or silently mislead) after hours of training."""
+    if params.model.task == "reconstruction":
+        for where, monitor in (("train.checkpoint.monitor", params.train.checkpoint.monitor),
+                               ("train.early_stopping.monitor",
+                                params.train.early_stopping.monitor)):
+            if monitor != "val_loss":
+                raise ValueError(f"{where} = '{monitor}', but model.name = "
+                                 f"'{params.model.name}' is a reconstruction model with no "
+                                 "accuracy; monitor 'val_loss'")
+    if params.model.name == "cifar_cnn" and params.data.dataset == "digits":
+        raise ValueError("model.name = 'cifar_cnn' needs images of at least 16×16 (its four "
+                         "3×3 convolutions and two poolings); data.dataset = 'digits' is 8×8")
+
+
 class Params(_Strict):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     data: DataConfig = DataConfig()
@@ -121,23 +200,41 @@ class Params(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     gates: GatesConfig = GatesConfig()
 
+    @model_validator(mode="after")
+    def _cross_section(self) -> Params:
+        _check_task(self)
+        return self
+
 
 class ParamsError(ValueError):
     """``params.yaml`` is missing, unreadable or invalid; the message says where and why."""
 
 
+_UNION_TAG = re.compile(r"^(int|float|bool|str|none|constrained-\w+|[\w-]+\[.*\])$")
+
+
 def _format_errors(err: ValidationError, source: Path) -> str:
-    lines = [f"{source}: {err.error_count()} invalid value(s):"]
+    """One line per bad key: ``path = value: what is allowed``.
+
+    Union alternatives (``lr: 0.01 | auto``) are merged into one line, and pydantic's
+    internal tags (``constrained-float``, ``literal['auto']``) are dropped from the path.
+    """
+    grouped: dict[str, list[str]] = {}
+    values: dict[str, Any] = {}
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
-        value = e.get("input")
+        loc = ".".join(str(p) for p in e["loc"] if not _UNION_TAG.match(str(p))) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - {loc}: unknown key (check the spelling; see README 'Params')")
-            continue
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        lines.append(f"  - {loc} = {shown}: {e['msg']}")
+            msg = "unknown key (check the spelling; see README 'Params')"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if not isinstance(e.get("input"), dict | list):
+                values[loc] = e.get("input")
+        if msg not in grouped.setdefault(loc, []):
+            grouped[loc].append(msg)
+    lines = [f"{source}: {len(grouped)} invalid value(s):"]
+    for loc, msgs in grouped.items():
+        shown = f" = {values[loc]!r}" if loc in values else ""
+        lines.append(f"  - {loc}{shown}: {' or '.join(msgs)}")
     return "\n".join(lines)
 
 

@@ -19,7 +19,13 @@ import torch
 from litpipe.atomic import write_json, write_text
 from litpipe.config import Params
 from litpipe.datamodule import ArrayDataModule
-from litpipe.plots import confusion_matrix_plot, curves_plot, sample_grid
+from litpipe.plots import (
+    confusion_matrix_plot,
+    curves_plot,
+    not_applicable_plot,
+    reconstruction_grid,
+    sample_grid,
+)
 from litpipe.preprocess import load_split
 from litpipe.tracking import client as mlflow_client
 from litpipe.training import load_checkpoint_module, progress_bar
@@ -65,34 +71,42 @@ def evaluate_stage(params: Params, processed_dir: Path, models_dir: Path, report
                         enable_model_summary=False, enable_checkpointing=False)
     trainer.test(module, datamodule=dm, verbose=False)
     results = module.test_results()
-    confusion = results.pop("confusion")
+    confusion = results.pop("confusion", None)
     metrics = _round(results)
     write_json(reports_dir / "metrics.json", metrics)
-    write_text(reports_dir / "confusion.csv", confusion_csv(confusion, module.classes))
 
-    # Sample grid: a fixed, seeded choice of test images with their predictions.
+    # A fixed, seeded choice of test images for the picture.
     x, y = load_split(processed_dir, "test")
     rng = np.random.default_rng(params.seed)
     idx = np.sort(rng.choice(len(y), size=min(params.evaluate.samples, len(y)), replace=False))
-    images = np.asarray(x[idx])
+    images = np.array(x[idx])
     with torch.no_grad():
-        probs = torch.softmax(module(torch.from_numpy(images).float() / 255.0), dim=1)
-    conf, pred = probs.max(dim=1)
-    sample_grid(images, y[idx].tolist(), pred.tolist(), module.classes,
-                reports_dir / "samples.png", probs=conf.tolist())
-    confusion_matrix_plot(confusion, module.classes, reports_dir / "confusion.png")
+        out = module(torch.from_numpy(images).float() / 255.0)
+    if confusion is None:  # reconstruction: no classes to confuse
+        reconstruction_grid(images, out.numpy(), reports_dir / "samples.png",
+                            title="Test inputs (top) vs reconstructions (bottom)")
+        # dvc.yaml declares these for every model; an empty table says "not applicable".
+        write_text(reports_dir / "confusion.csv", "actual,predicted\n")
+        not_applicable_plot("No confusion matrix: reconstruction model",
+                            reports_dir / "confusion.png")
+    else:
+        conf, pred = torch.softmax(out, dim=1).max(dim=1)
+        sample_grid(images, y[idx].tolist(), pred.tolist(), module.classes,
+                    reports_dir / "samples.png", probs=conf.tolist())
+        write_text(reports_dir / "confusion.csv", confusion_csv(confusion, module.classes))
+        confusion_matrix_plot(confusion, module.classes, reports_dir / "confusion.png")
     history = reports_dir / "train_history.csv"
     if history.exists():
         curves_plot(history, reports_dir / "curves.png")
 
     client = mlflow_client(run["tracking_uri"])
     flat = {k: v for k, v in results.items() if k != "per_class_acc"}
-    flat.update({f"test_acc.{c}": v for c, v in results["per_class_acc"].items()})
+    flat.update({f"test_acc.{c}": v for c, v in results.get("per_class_acc", {}).items()})
     for key, value in flat.items():
         client.log_metric(run["run_id"], key.replace("/", "-"), value)
     for name in ("metrics.json", "confusion.csv", "samples.png", "confusion.png", "curves.png",
                  "train_history.csv"):
         if (reports_dir / name).exists():
             client.log_artifact(run["run_id"], str(reports_dir / name), artifact_path="evaluate")
-    return {"test_acc": metrics["test_acc"], "test_macro_f1": metrics["test_macro_f1"],
+    return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)},
             "run_id": run["run_id"]}

@@ -18,19 +18,70 @@ from litpipe.config import ModelConfig, TrainConfig
 from litpipe.models import build_network
 
 
-class LitClassifier(L.LightningModule):
-    """Image classifier; the network itself comes from :func:`litpipe.models.build_network`."""
+class LitBase(L.LightningModule):
+    """What every litpipe model shares: hyper-parameters, optimisers, grad-norm tracking."""
 
     def __init__(self, model: dict[str, Any], train: dict[str, Any], in_shape: list[int],
                  classes: list[str], mean: list[float], std: list[float]) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # logger=False: the stage logs the whole params.yaml, flattened, once.
+        self.save_hyperparameters(logger=False)
         self.model_cfg = ModelConfig.model_validate(model)
         self.train_cfg = TrainConfig.model_validate(train)
         self.classes = list(classes)
-        n = len(classes)
-        self.net: nn.Module = build_network(self.model_cfg, tuple(in_shape), n, mean, std)
+        # A plain attribute so Lightning's learning-rate finder can set it (lr: auto).
+        self.lr = 1e-3 if self.train_cfg.lr == "auto" else float(self.train_cfg.lr)
+        self.net: nn.Module = build_network(self.model_cfg, tuple(in_shape), len(classes),
+                                            mean, std)
         self.example_input_array = torch.zeros(1, *in_shape)
+        self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_epoch_start(self) -> None:
+        self.grad_norm_max = 0.0
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Gradients are still in place (zeroed at the next closure) and already clipped,
+        # so this is the norm the optimiser actually used.
+        grads = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = float(torch.linalg.vector_norm(torch.stack(grads), 2))
+            self.grad_norm_max = max(self.grad_norm_max, norm)
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_cfg
+        params = self.parameters()
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=cfg.weight_decay)
+        if cfg.scheduler == "none":
+            return opt
+        if cfg.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size,
+                                                    gamma=cfg.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        if cfg.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class LitClassifier(LitBase):
+    """Image classifier: cross-entropy, accuracy, macro-F1, per-class accuracy, confusion."""
+
+    def __init__(self, model: dict[str, Any], train: dict[str, Any], in_shape: list[int],
+                 classes: list[str], mean: list[float], std: list[float]) -> None:
+        super().__init__(model, train, in_shape, classes, mean, std)
+        n = len(classes)
         self.train_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
         self.val_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
         self.test_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
@@ -40,10 +91,6 @@ class LitClassifier(L.LightningModule):
         self.test_loss_sum = torchmetrics.SumMetric()
         self.test_count = torchmetrics.SumMetric()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    # ------------------------------------------------------------------ steps
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
                       ) -> torch.Tensor:
         x, y = batch
@@ -64,7 +111,7 @@ class LitClassifier(L.LightningModule):
         logits = self(x)
         self.val_acc(logits, y)
         self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, logger=False,
-                 prog_bar=True, batch_size=len(y))
+                 prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("val_acc", self.val_acc, on_epoch=True, logger=False, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -77,6 +124,7 @@ class LitClassifier(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0
                      ) -> torch.Tensor:
+        """Class probabilities (what ``litpipe predict`` prints)."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return torch.softmax(self(x), dim=1)
 
@@ -91,26 +139,49 @@ class LitClassifier(L.LightningModule):
             "confusion": self.test_confusion.compute().tolist(),
         }
 
-    # ------------------------------------------------------------ optimisers
-    def configure_optimizers(self) -> Any:
-        cfg = self.train_cfg
-        params = self.parameters()
-        if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                  weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.scheduler == "none":
-            return opt
-        if cfg.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size,
-                                                    gamma=cfg.gamma)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if cfg.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+class LitAutoEncoder(LitBase):
+    """The seeds' autoencoder as a reconstruction task: MSE between input and output."""
+
+    def __init__(self, model: dict[str, Any], train: dict[str, Any], in_shape: list[int],
+                 classes: list[str], mean: list[float], std: list[float]) -> None:
+        super().__init__(model, train, in_shape, classes, mean, std)
+        self.test_mse = torchmetrics.MeanSquaredError()
+        self.test_mae = torchmetrics.MeanAbsoluteError()
+
+    def _loss(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x = batch[0]
+        x_hat = self(x)
+        return F.mse_loss(x_hat, x), x_hat
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, logger=False,
+                 batch_size=len(batch[0]))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, _ = self._loss(batch)
+        self.log("val_loss", loss, on_epoch=True, logger=False, prog_bar=True,
+                 batch_size=len(batch[0]), sync_dist=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x = batch[0]
+        x_hat = self(x)
+        self.test_mse.update(x_hat, x)
+        self.test_mae.update(x_hat, x)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+                     ) -> torch.Tensor:
+        """Reconstructions."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x)
+
+    def test_results(self) -> dict[str, Any]:
+        return {"test_mse": float(self.test_mse.compute()),
+                "test_mae": float(self.test_mae.compute())}
+
+
+def module_class(model_name: str) -> type[LitBase]:
+    """The LightningModule class for ``model.name``."""
+    return LitAutoEncoder if model_name == "autoencoder" else LitClassifier

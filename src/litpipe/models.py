@@ -80,6 +80,63 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class CifarCNN(nn.Module):
+    """The CIFAR-10 seed's network: conv 32-32-pool-64-64-pool, then fc 512-128-classes.
+
+    The flattened size comes from a dry run on ``in_shape`` (as the seed's
+    ``_get_conv_output`` does), so the same net works on 28×28 grey or 32×32 colour input.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int,
+                 hidden: Sequence[int], dropout: float,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        c = in_shape[0]
+        self.features = nn.Sequential(
+            Normalize(mean, std),
+            nn.Conv2d(c, 32, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, *in_shape)).numel()
+        self.head = nn.Sequential(nn.Flatten(), *_mlp_head(n, hidden, num_classes, dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class AutoEncoder(nn.Module):
+    """The seeds' encoder/decoder: flatten → hidden → latent → hidden → image in [0, 1].
+
+    Input and output are both images in [0, 1] of ``in_shape``; the loss is their MSE.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], hidden: Sequence[int],
+                 latent_dim: int) -> None:
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+        n = int(torch.tensor(in_shape).prod())
+        enc: list[nn.Module] = [nn.Flatten()]
+        width = n
+        for h in hidden:
+            enc += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            width = h
+        enc.append(nn.Linear(width, latent_dim))
+        dec: list[nn.Module] = []
+        width = latent_dim
+        for h in reversed(hidden):
+            dec += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            width = h
+        dec += [nn.Linear(width, n), nn.Sigmoid()]
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x)).view(-1, *self.in_shape)
+
+
 def build_network(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int,
                   mean: Sequence[float], std: Sequence[float]) -> nn.Module:
     """Instantiate ``cfg.name`` for data of ``in_shape`` (C, H, W) and ``num_classes``."""
@@ -87,4 +144,8 @@ def build_network(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes:
         return SmallCNN(in_shape, num_classes, cfg.channels, cfg.hidden, cfg.dropout, mean, std)
     if cfg.name == "mlp":
         return MLP(in_shape, num_classes, cfg.hidden, cfg.dropout, mean, std)
+    if cfg.name == "cifar_cnn":
+        return CifarCNN(in_shape, num_classes, cfg.hidden, cfg.dropout, mean, std)
+    if cfg.name == "autoencoder":
+        return AutoEncoder(in_shape, cfg.hidden, cfg.latent_dim)
     raise ValueError(f"model.name: unknown model {cfg.name!r}")

@@ -78,6 +78,8 @@ def curves_plot(history_csv: Path, path: Path) -> None:
         rows = list(csv.DictReader(fh))
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.2))
+    if not any(r.get("train_acc") for r in rows):
+        ax_a.set_visible(False)  # reconstruction models have no accuracy
     for split, style in (("train", "-o"), ("val", "-s")):
         for ax, metric in ((ax_l, "loss"), (ax_a, "acc")):
             vals = [float(r[f"{split}_{metric}"]) for r in rows if r.get(f"{split}_{metric}")]
@@ -88,4 +90,35 @@ def curves_plot(history_csv: Path, path: Path) -> None:
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
         ax.legend()
+    _save(fig, path)
+
+
+def reconstruction_grid(images: np.ndarray, recon: np.ndarray, path: Path,
+                        title: str = "Inputs (top) vs reconstructions (bottom)") -> None:
+    """Two rows per group: original images above their reconstructions.
+
+    ``images`` are uint8 C×H×W; ``recon`` are floats in [0, 1] of the same shape.
+    """
+    n = len(images)
+    cols = min(n, 8)
+    groups = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(2 * groups, cols, figsize=(1.3 * cols, 2.7 * groups),
+                             squeeze=False)
+    rec = np.clip(np.rint(np.asarray(recon) * 255.0), 0, 255).astype(np.uint8)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        g, c = divmod(i, cols)
+        for row, img in ((2 * g, images[i]), (2 * g + 1, rec[i])):
+            axes[row][c].imshow(_as_hwc(img), cmap="gray" if img.shape[0] == 1 else None,
+                                vmin=0, vmax=255)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def not_applicable_plot(message: str, path: Path) -> None:
+    """A small picture that says why there is no plot (keeps DVC's declared outputs whole)."""
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=9)
     _save(fig, path)
