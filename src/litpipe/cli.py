@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("litpipe.stage_runner", "validate params.yaml and print the typed config"),
     "stage": ("litpipe.stage_runner", "run one pipeline stage (what dvc.yaml calls)"),
     "gate": ("litpipe.gates", "check metrics against thresholds and a git baseline"),
+    "predict": ("litpipe.predict", "classify PNG/JPEG files with a checkpoint or ONNX model"),
 }
 
 

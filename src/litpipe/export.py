@@ -27,13 +27,14 @@ class ExportError(RuntimeError):
     """An exported model disagrees with the PyTorch model beyond the tolerance."""
 
 
-def _onnx_export(net: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def _onnx_export(net: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
+                 output: str) -> None:
     # dynamo=False: the TorchScript-based exporter, which needs no onnxscript and handles
     # these small static graphs exactly; the batch axis is made dynamic explicitly.
     torch.onnx.export(
         net, (example,), str(path), dynamo=False, opset_version=opset,
-        input_names=["images"], output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        input_names=["images"], output_names=[output],
+        dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}},
     )
 
 
@@ -49,9 +50,11 @@ def export_stage(params: Params, processed_dir: Path, models_dir: Path, reports_
     with torch.no_grad():
         reference = net(batch).numpy()
 
+    task = module.model_cfg.task
+    output = "logits" if task == "classification" else "reconstruction"
     out_dir = models_dir / "export"
     with atomic_dir(out_dir) as tmp:
-        _onnx_export(net, batch[:2], tmp / "model.onnx", params.export.opset)
+        _onnx_export(net, batch[:2], tmp / "model.onnx", params.export.opset, output)
         with warnings.catch_warnings():  # torch.jit is deprecated upstream but still the
             warnings.simplefilter("ignore", FutureWarning)  # format C++/mobile users load
             scripted = torch.jit.trace(net, batch[:2])
@@ -60,7 +63,7 @@ def export_stage(params: Params, processed_dir: Path, models_dir: Path, reports_
 
         session = ort.InferenceSession(str(tmp / "model.onnx"),
                                        providers=["CPUExecutionProvider"])
-        onnx_out = session.run(["logits"], {"images": batch.numpy()})[0]
+        onnx_out = session.run([output], {"images": batch.numpy()})[0]
         diffs = {
             "onnx_max_abs_diff": float(np.abs(onnx_out - reference).max()),
             "torchscript_max_abs_diff": float(np.abs(ts_out - reference).max()),
@@ -71,10 +74,11 @@ def export_stage(params: Params, processed_dir: Path, models_dir: Path, reports_
                 f"exported model drifts from PyTorch beyond export.tolerance = "
                 f"{params.export.tolerance}: {bad}; nothing was written to {out_dir}"
             )
-        meta = {"input": {"name": "images", "dtype": "float32",
+        meta = {"task": task,
+                "input": {"name": "images", "dtype": "float32",
                           "shape": ["batch", *module.hparams["in_shape"]],
                           "range": [0.0, 1.0]},
-                "output": {"name": "logits", "classes": module.classes}}
+                "output": {"name": output, "classes": module.classes}}
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     report = {**{k: float(f"{v:.3e}") for k, v in diffs.items()},

@@ -57,10 +57,13 @@ class EpochHistory(Callback):
         self.rows: list[dict[str, float]] = []
         self._t0 = 0.0
         self._samples = 0
+        self._lr = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
         self._samples = 0
+        # The rate this epoch trains with (epoch-interval schedulers step at its end).
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -75,7 +78,7 @@ class EpochHistory(Callback):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
             if key in m:
                 row[key] = float(m[key])
-        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        row["lr"] = self._lr
         row["grad_norm_max"] = float(getattr(pl_module, "grad_norm_max", 0.0))
         row["epoch_time_s"] = elapsed
         row["samples_per_s"] = self._samples / elapsed if elapsed > 0 else 0.0
@@ -294,6 +297,7 @@ def _finish(params: Params, trainer: L.Trainer, logger: MLFlowLogger,
         if checkpoint.best_model_score is not None else None,
         "epochs_run": len(history.rows),
         "optimizer_steps": int(trainer.global_step),
+        "world_size": int(trainer.world_size),
         "resumed_from": cfg.resume_from,
     }
     tuning = {**tuning, "lr": float(tuning["lr"]), "batch_size": int(tuning["batch_size"])}

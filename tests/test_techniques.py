@@ -1,0 +1,329 @@
+"""Every Lightning technique reachable from params.yaml, each checked for its effect.
+
+Runs the real stage functions on scikit-learn's digits (offline, ~1 s an epoch) with a few
+batches; each test compares against a baseline so that a knob which silently does nothing
+fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from litpipe.config import ParamsError, load_params
+from litpipe.evaluation import evaluate_stage
+from litpipe.export import export_stage
+from litpipe.predict import PredictError, predict
+from litpipe.preprocess import load_split, split_stage
+from litpipe.training import train_stage
+from tests.conftest import pipeline_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "data.dataset": "digits", "data.val_size": 200, "train.epochs": 2,
+    "train.batch_size": 32, "train.limit_train_batches": 8, "train.progress_bar": False,
+    "train.val_image_samples": 0, "train.scheduler": "none", "evaluate.samples": 4,
+    "export.parity_batch": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("digits")
+    (base / "raw/digits").mkdir(parents=True)
+    split_stage(load_params(ROOT / "params.yaml", overrides=BASE), base / "raw",
+                base / "processed")
+    return base / "processed"
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def train(work: Path, processed: Path, name: str = "run", **overrides: object) -> dict:
+    params = load_params(ROOT / "params.yaml", overrides={
+        **BASE, "tracking.uri": f"sqlite:///{work / 'mlflow.db'}", **overrides})
+    out = work / name
+    summary = train_stage(params, processed, out / "models", out / "reports")
+    summary["dir"] = out
+    summary["params"] = params
+    return summary
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def client(work: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+
+
+def history(summary: dict) -> list[dict[str, str]]:
+    import csv
+
+    with (summary["dir"] / "reports/train_history.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------------------ models
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_classifiers_train_evaluate_export(work: Path, processed: Path, model: str) -> None:
+    s = train(work, processed, **{"model.name": model, "model.hidden": [64, 32]})
+    evaluate_stage(s["params"], processed, s["dir"] / "models", s["dir"] / "reports")
+    metrics = json.loads((s["dir"] / "reports/metrics.json").read_text())
+    assert metrics["test_acc"] > 0.3
+    report = export_stage(s["params"], processed, s["dir"] / "models", s["dir"] / "reports")
+    assert report["onnx_max_abs_diff"] <= 1e-4
+
+
+def test_cifar_cnn_takes_colour_input() -> None:
+    from litpipe.models import CifarCNN
+
+    net = CifarCNN((3, 32, 32), 10, [512, 128], 0.0, [0.5] * 3, [0.5] * 3)
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert net.features[1].in_channels == 3
+    with pytest.raises(ParamsError, match="cifar_cnn.*8×8"):
+        load_params(ROOT / "params.yaml", overrides={**BASE, "model.name": "cifar_cnn"})
+
+
+def test_autoencoder_reconstruction_task(work: Path, processed: Path) -> None:
+    s = train(work, processed, **{"model.name": "autoencoder", "model.hidden": [32],
+                                  "model.latent_dim": 8, "train.val_image_samples": 4,
+                                  "train.epochs": 3, "train.limit_train_batches": 1.0})
+    models, reports = s["dir"] / "models", s["dir"] / "reports"
+    evaluate_stage(s["params"], processed, models, reports)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert set(metrics) == {"test_mse", "test_mae"}
+    assert 0 < metrics["test_mse"] < 0.1  # far below the variance of the pixels
+    assert (reports / "confusion.csv").read_text() == "actual,predicted\n"
+    report = export_stage(s["params"], processed, models, reports)
+    assert report["onnx_max_abs_diff"] <= 1e-4
+    c = client(work)
+    run = c.get_run(s["run_id"])
+    assert "test_mse" in run.data.metrics and "test_acc" not in run.data.metrics
+    evaluated = {f.path for f in c.list_artifacts(s["run_id"], "evaluate")}
+    assert "evaluate/samples.png" in evaluated
+    grids = [f.path for f in c.list_artifacts(s["run_id"], "val_predictions")]
+    assert grids == [f"val_predictions/epoch_{i:03d}.png" for i in range(3)]
+
+
+def test_autoencoder_rejects_classification_monitor() -> None:
+    with pytest.raises(ParamsError, match="reconstruction model with no accuracy"):
+        load_params(ROOT / "params.yaml", overrides={
+            "model.name": "autoencoder", "train.checkpoint.monitor": "val_acc"})
+
+
+# ------------------------------------------------------------------------- optimisers
+
+@pytest.mark.parametrize("scheduler", ["step", "cosine", "onecycle"])
+def test_schedulers_change_the_learning_rate(work: Path, processed: Path,
+                                             scheduler: str) -> None:
+    s = train(work, processed, **{"train.scheduler": scheduler, "train.optimizer": "sgd",
+                                  "train.step_size": 1, "train.lr": 0.05})
+    lrs = [float(r["lr"]) for r in history(s)]
+    assert lrs[-1] < 0.05, (scheduler, lrs)
+
+
+# ----------------------------------------------------------------- trainer techniques
+
+def test_gradient_clipping_bounds_the_logged_norm(work: Path, processed: Path) -> None:
+    free = train(work, processed, "free", **{"train.lr": 0.05})
+    clipped = train(work, processed, "clipped",
+                    **{"train.lr": 0.05, "train.gradient_clip_val": 0.05})
+    free_max = max(float(r["grad_norm_max"]) for r in history(free))
+    clipped_max = max(float(r["grad_norm_max"]) for r in history(clipped))
+    assert free_max > 0.1
+    assert clipped_max <= 0.05 * 1.001
+
+
+def test_gradient_clipping_by_value(work: Path, processed: Path) -> None:
+    s = train(work, processed, **{"train.gradient_clip_val": 1e-4,
+                                  "train.gradient_clip_algorithm": "value"})
+    n_params = sum(p.numel() for p in weights(s["dir"] / "models/last.ckpt").values())
+    # Every component is within ±1e-4, so the norm is at most 1e-4·sqrt(#params).
+    assert max(float(r["grad_norm_max"]) for r in history(s)) <= 1e-4 * n_params ** 0.5
+
+
+def test_accumulation_halves_optimizer_steps(work: Path, processed: Path) -> None:
+    plain = train(work, processed, "plain")
+    acc = train(work, processed, "acc", **{"train.accumulate_grad_batches": 2})
+    assert plain["optimizer_steps"] == 16  # 2 epochs × 8 batches
+    assert acc["optimizer_steps"] == 8
+    steps = client(work).get_run(acc["run_id"]).data.metrics["optimizer_steps"]
+    assert steps == 8
+
+
+def test_swa_changes_the_weights(work: Path, processed: Path) -> None:
+    plain = train(work, processed, "plain", **{"train.epochs": 3})
+    swa = train(work, processed, "swa", **{"train.epochs": 3, "train.swa.enabled": True,
+                                           "train.swa.epoch_start": 1})
+    assert swa["best_from"] == "swa"
+    a, b = weights(plain["dir"] / "models/best.ckpt"), weights(swa["dir"] / "models/best.ckpt")
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("net."))
+
+
+def test_bf16_precision_changes_the_numbers(work: Path, processed: Path) -> None:
+    fp32 = train(work, processed, "fp32")
+    bf16 = train(work, processed, "bf16", **{"train.precision": "bf16-mixed"})
+    assert history(fp32)[-1]["train_loss"] != history(bf16)[-1]["train_loss"]
+
+
+def test_16_mixed_needs_a_gpu() -> None:
+    with pytest.raises(ParamsError, match="16-mixed' needs a CUDA GPU"):
+        load_params(ROOT / "params.yaml", overrides={"train.precision": "16-mixed"})
+
+
+def test_fast_dev_run_runs_one_batch_and_still_writes_outputs(work: Path,
+                                                              processed: Path) -> None:
+    s = train(work, processed, **{"train.fast_dev_run": True})
+    assert s["optimizer_steps"] == 1
+    assert (s["dir"] / "models/best.ckpt").exists() and (s["dir"] / "models/run.json").exists()
+
+
+def test_limit_batches(work: Path, processed: Path) -> None:
+    s = train(work, processed, **{"train.limit_train_batches": 3, "train.epochs": 1})
+    assert s["optimizer_steps"] == 3
+
+
+@pytest.mark.parametrize("kind", ["simple", "advanced"])
+def test_profiler_report_is_an_mlflow_artifact(work: Path, processed: Path, kind: str) -> None:
+    s = train(work, processed, **{"train.profiler": kind, "train.epochs": 1})
+    c = client(work)
+    [report] = [f.path for f in c.list_artifacts(s["run_id"], "train")
+                if "profile" in f.path]
+    text = Path(c.download_artifacts(s["run_id"], report, str(work))).read_text()
+    assert ("Action" in text) if kind == "simple" else ("cumulative" in text or "ncalls" in text)
+
+
+def test_lr_auto_runs_the_finder(work: Path, processed: Path) -> None:
+    s = train(work, processed, **{"train.lr": "auto", "train.tuner.num_training": 30,
+                                  "train.tuner.max_lr": 0.3, "train.epochs": 1,
+                                  "train.limit_train_batches": 1.0})
+    tuning = json.loads((s["dir"] / "reports/tuning.json").read_text())
+    assert tuning["lr_tuned"] is True and 1e-6 <= tuning["lr"] <= 1.0
+    assert tuning["lr"] != 1e-3  # the placeholder value before tuning
+    run = client(work).get_run(s["run_id"])
+    assert float(run.data.params["tuned.lr"]) == pytest.approx(tuning["lr"])
+    assert "train/lr_finder.png" in {f.path for f in client(work).list_artifacts(
+        s["run_id"], "train")}
+    ckpt = torch.load(s["dir"] / "models/last.ckpt", weights_only=True)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(tuning["lr"])
+
+
+def test_batch_size_auto_runs_the_finder(work: Path, processed: Path) -> None:
+    s = train(work, processed, **{"train.batch_size": "auto", "train.tuner.max_batch_size": 256,
+                                  "train.epochs": 1})
+    tuning = json.loads((s["dir"] / "reports/tuning.json").read_text())
+    assert tuning["batch_size_tuned"] is True
+    assert 16 < tuning["batch_size"] <= 256
+    assert client(work).get_run(s["run_id"]).data.params["tuned.batch_size"] == \
+        str(tuning["batch_size"])
+
+
+def test_resume_restores_epoch_and_optimizer_state(work: Path, processed: Path) -> None:
+    first = train(work, processed, "first", **{"train.epochs": 1, "train.scheduler": "step",
+                                               "train.step_size": 1, "train.lr": 0.1,
+                                               "train.optimizer": "sgd"})
+    ckpt = work / "first/models/last.ckpt"
+    resumed = train(work, processed, "resumed", **{
+        "train.epochs": 2, "train.scheduler": "step", "train.step_size": 1, "train.lr": 0.1,
+        "train.optimizer": "sgd", "train.resume_from": str(ckpt)})
+    rows = history(resumed)
+    assert [r["epoch"] for r in rows] == ["1"]  # continues, does not restart at 0
+    assert resumed["optimizer_steps"] == 2 * first["optimizer_steps"]
+    assert float(rows[0]["lr"]) == pytest.approx(0.01)  # StepLR state carried over
+
+
+def test_resume_from_missing_checkpoint(work: Path, processed: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="train.resume_from"):
+        train(work, processed, **{"train.resume_from": "models/nope.ckpt"})
+
+
+def test_validation_image_logger(work: Path, processed: Path) -> None:
+    s = train(work, processed, **{"train.val_image_samples": 9})
+    grids = [f.path for f in client(work).list_artifacts(s["run_id"], "val_predictions")]
+    assert grids == ["val_predictions/epoch_000.png", "val_predictions/epoch_001.png"]
+
+
+def test_ddp_on_cpu_one_run_rank_zero_outputs(work: Path, processed: Path) -> None:
+    """devices: 2 + strategy: ddp on CPU (gloo): two processes, one MLflow run, one output."""
+    shutil.copytree(processed, work / "data/processed")
+    (work / "stages").mkdir()
+    shutil.copy2(ROOT / "stages/train.py", work / "stages/train.py")
+    params = load_params(ROOT / "params.yaml", overrides={
+        **BASE, "train.devices": 2, "train.strategy": "ddp",
+        "tracking.uri": f"sqlite:///{work / 'mlflow.db'}"})
+    import yaml
+
+    (work / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    proc = subprocess.run([sys.executable, "stages/train.py"], cwd=work, env=pipeline_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = client(work).search_runs([client(work).get_experiment_by_name("litpipe")
+                                     .experiment_id])
+    assert len(runs) == 1
+    summary = json.loads((work / "models/run.json").read_text())
+    assert summary["run_id"] == runs[0].info.run_id
+    # limit_train_batches counts each process's batches: 8 a rank and epoch, in step.
+    assert summary["world_size"] == 2
+    assert summary["optimizer_steps"] == 16
+    assert sorted(p.name for p in (work / "models").iterdir()) == \
+        ["best.ckpt", "last.ckpt", "run.json"]
+
+
+# ---------------------------------------------------------------------------- predict
+
+def test_predict_agrees_with_evaluate(work: Path, processed: Path) -> None:
+    s = train(work, processed, **{"train.epochs": 3, "train.limit_train_batches": 1.0})
+    models = s["dir"] / "models"
+    export_stage(s["params"], processed, models, s["dir"] / "reports")
+    x, y = load_split(processed, "test")
+    files = []
+    for i in range(6):
+        path = work / f"img{i}.png"
+        Image.fromarray(np.asarray(x[i][0])).save(path)
+        files.append(path)
+    from litpipe.training import load_checkpoint_module
+
+    module = load_checkpoint_module(models / "best.ckpt")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(np.array(x[:6])).float() / 255).argmax(1).tolist()
+    by_ckpt = predict(files, checkpoint=models / "best.ckpt")
+    by_onnx = predict(files, onnx=models / "export/model.onnx")
+    assert [r["class_index"] for r in by_ckpt] == expected
+    assert [r["class_index"] for r in by_onnx] == expected
+    for a, b in zip(by_ckpt, by_onnx, strict=True):
+        assert sum(a["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+    cli = subprocess.run([sys.executable, "-m", "litpipe.cli", "predict", str(files[0]),
+                          "--onnx", str(models / "export/model.onnx")],
+                         capture_output=True, text=True, env=pipeline_env(), timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["class_index"] == expected[0]
+
+
+def test_predict_errors(work: Path) -> None:
+    (work / "not.png").write_text("hello")
+    with pytest.raises(PredictError, match="no such model file"):
+        predict([work / "not.png"], checkpoint=work / "missing.ckpt")
+    from litpipe.predict import load_images
+
+    with pytest.raises(PredictError, match="not a readable image"):
+        load_images([work / "not.png"], (1, 8, 8))
+    with pytest.raises(PredictError, match="no such file"):
+        load_images([work / "missing.png"], (1, 8, 8))
