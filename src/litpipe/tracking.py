@@ -38,7 +38,7 @@ def resolve_tracking_uri(cfg: TrackingConfig, root: Path | None = None) -> str:
     return f"sqlite:///{(root / DB_NAME).resolve()}"
 
 
-def check_reachable(uri: str, timeout: float = 10.0) -> None:
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (before any training) when an HTTP tracking server does not answer."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
@@ -118,6 +118,23 @@ def run_tags(stats: dict[str, Any], root: Path | None = None) -> dict[str, str]:
     if exp_name:
         tags["dvc.exp_name"] = exp_name
     return tags
+
+
+MAX_PARAM_VALUE = 6000  # MLflow 3's limit on a param value's length
+MAX_BATCH_PARAMS = 100  # MLflow's limit on params in one log_batch call
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Log flattened params in batches, within MLflow's limits.
+
+    Lightning's ``MLFlowLogger.log_hyperparams`` cuts values at 250 characters (an old MLflow
+    limit), which mangles lists such as the mirror URLs; MLflow 3 accepts 6000.
+    """
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), MAX_BATCH_PARAMS):
+        client.log_batch(run_id, params=items[i: i + MAX_BATCH_PARAMS])
 
 
 def log_dataset_input(client: Any, run_id: str, stats: dict[str, Any], source: str) -> None:

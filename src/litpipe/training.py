@@ -36,6 +36,7 @@ from litpipe.lit_module import LitBase, module_class
 from litpipe.tracking import (
     ensure_experiment,
     log_dataset_input,
+    log_params,
     resolve_tracking_uri,
     run_tags,
 )
@@ -260,8 +261,8 @@ def train_stage(params: Params, processed_dir: Path, models_dir: Path, reports_d
             profiler=_profiler(cfg.profiler, work), enable_progress_bar=cfg.progress_bar,
             enable_model_summary=True, default_root_dir=work, log_every_n_steps=10,
         )
-        logger.log_hyperparams(flatten(params))
         if trainer.is_global_zero:
+            log_params(logger.experiment, logger.run_id, flatten(params))
             log_dataset_input(logger.experiment, logger.run_id, dm.stats,
                               source=str(processed_dir.resolve()))
         tuning = _tune(params, trainer, module, dm, work)
