@@ -104,6 +104,11 @@ def test_pipeline_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     third = run(["dvc", "repro"], repo)
     assert ran_stages(third.stdout) == {"evaluate"}
 
+    # A train param reruns train and everything downstream, not download or split.
+    set_params(repo, {"train": {"lr": 0.003}})
+    fourth = run(["dvc", "repro"], repo)
+    assert ran_stages(fourth.stdout) == {"train", "evaluate", "export"}
+
     # A bad param fails fast with the key's path and touches no output.
     before = snapshot(repo)
     lock_before = (repo / "dvc.lock").read_text()

@@ -1,0 +1,85 @@
+"""DVC experiments and MLflow: `dvc exp run -S`, queued experiments, one DB for all runs.
+
+Queued experiments run in temporary workspaces under .dvc/tmp/exps; their MLflow runs must
+still land in the repository's own SQLite DB (found through $DVC_ROOT), complete.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run
+
+pytestmark = pytest.mark.e2e
+
+TINY_DIGITS = {
+    "data": {"dataset": "digits", "val_size": 200},
+    "train": {"epochs": 2, "batch_size": 64, "progress_bar": False, "val_image_samples": 4},
+    "evaluate": {"samples": 4},
+    "export": {"parity_batch": 8},
+}
+
+
+def configure(repo: Path) -> None:
+    path = repo / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for section, values in TINY_DIGITS.items():
+        raw[section].update(values)
+    raw["gates"]["rules"] = {"test_acc": {"min": 0.5}}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run(["git", "commit", "-qam", "tiny digits config"], repo)
+
+
+def wait_for_queue(repo: Path, deadline_s: float = 400) -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        time.sleep(3)
+    raise AssertionError(f"queue did not finish in {deadline_s}s:\n{status}")
+
+
+def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
+    repo = repo_copy
+    configure(repo)
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline run"], repo)
+
+    run(["dvc", "exp", "run", "-S", "train.lr=0.003"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    text = json.dumps(shown)
+    assert "test_acc" in text and "0.003" in text
+
+    for lr in ("0.001", "0.004"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}"], repo)
+    run(["dvc", "queue", "start"], repo)
+    status = wait_for_queue(repo)
+    assert "Failed" not in status, run(["dvc", "queue", "logs", "--help"], repo,
+                                       check=False).stdout + status
+
+    db = sqlite3.connect(repo / "mlflow.db")
+    runs = db.execute("select run_uuid, status from runs").fetchall()
+    assert len(runs) == 4, runs  # repro + exp run + 2 queued; no stray runs
+    lrs = sorted(v for (v,) in db.execute("select value from params where key='train.lr'"))
+    assert lrs == ["0.001", "0.002", "0.003", "0.004"]
+    for run_id, status in runs:
+        assert status == "FINISHED"
+        keys = {k for (k,) in db.execute("select key from metrics where run_uuid=?",
+                                         (run_id,))}
+        assert {"train_loss", "val_acc", "test_acc", "onnx_max_abs_diff"} <= keys, keys
+    exp_names = [v for (v,) in db.execute("select value from tags where key='dvc.exp_name'")]
+    assert len(exp_names) == 3  # every `dvc exp` run is tagged with its experiment name
+    versions = db.execute("select version from model_versions order by version").fetchall()
+    assert [v for (v,) in versions] == [1, 2, 3, 4]
+    db.close()
+    # Artifacts of queued runs live under the repo, not in the deleted temp workspaces.
+    assert not list((repo / ".dvc/tmp/exps").glob("tmp*/mlartifacts"))
+    assert len(list((repo / "mlartifacts").rglob("samples.png"))) == 4
