@@ -11,6 +11,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+Task = Literal["classification", "reconstruction"]
+
+# What the evaluate stage writes to reports/metrics.json for each task (flattened keys;
+# per_class_acc is a mapping, so rules may name per_class_acc.<class>).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("test_acc", "test_macro_f1", "test_loss", "per_class_acc"),
+    "reconstruction": ("test_mse", "test_mae"),
+}
+
+
 class MetricRule(BaseModel):
     """Bounds on one metric: absolute (``min``/``max``) and against the baseline."""
 
@@ -45,4 +55,23 @@ class GatesConfig(BaseModel):
     missing_baseline: Literal["pass", "fail"] = Field(
         "pass", description="verdict when the baseline revision or its metrics are absent"
     )
-    rules: dict[str, MetricRule] = Field(default_factory=dict)
+    rules: dict[Task, dict[str, MetricRule]] = Field(
+        default_factory=dict,
+        description="per task (classification, reconstruction): metric name -> bounds; the "
+        "gate applies the section of the trained model's task",
+    )
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> GatesConfig:
+        for task, rules in self.rules.items():
+            for metric in rules:
+                if not metric_belongs(metric, task):
+                    raise ValueError(
+                        f"gates.rules.{task}.{metric}: {task} models do not report "
+                        f"{metric!r}; they report {', '.join(TASK_METRICS[task])}")
+        return self
+
+
+def metric_belongs(metric: str, task: str) -> bool:
+    """Whether ``metric`` (a flattened key of metrics.json) is one ``task`` produces."""
+    return any(metric == m or metric.startswith(m + ".") for m in TASK_METRICS[task])
