@@ -10,7 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 Task = Literal["classification", "reconstruction"]
 
 # What the evaluate stage writes to reports/metrics.json for each task (flattened keys;
