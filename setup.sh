@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything litpipe needs on a fresh machine: the Debian Fashion-MNIST package
-# (offline data; when apt is available), a virtual environment in .venv, and litpipe with
+# (offline data; when apt is available; with --dev also postgresql, chromium, chromium-driver), a virtual environment in .venv, and litpipe with
 # its dependencies. Idempotent: rerunning it only installs what is missing.
 #   ./setup.sh         runtime dependencies
 #   ./setup.sh --dev   plus the test and lint tools (pytest, ruff)
@@ -8,16 +8,27 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 extras=""
-[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+apt_pkgs=(dataset-fashion-mnist)
+if [[ "${1:-}" == "--dev" ]]; then
+  extras="[dev]"
+  # Test-only system packages: a PostgreSQL-backed MLflow server, and a browser for the UI
+  # check. Tests that need them skip, saying why, where they are missing.
+  apt_pkgs+=(postgresql chromium chromium-driver)
+fi
 
 if command -v apt-get >/dev/null 2>&1; then
   sudo=""
   [[ "$(id -u)" != 0 ]] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
-  if [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
-    echo "==> apt: dataset-fashion-mnist (offline Fashion-MNIST files)"
+  missing=()
+  for p in "${apt_pkgs[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if (( ${#missing[@]} )); then
+    echo "==> apt: ${missing[*]}"
     $sudo apt-get update -q || true
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist \
-      || echo "warning: dataset-fashion-mnist not installed; download will use the HTTP mirror"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
+      || echo "warning: could not install ${missing[*]} (without dataset-fashion-mnist the" \
+              "download uses the HTTP mirror)"
   fi
 fi
 
