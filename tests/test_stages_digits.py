@@ -77,6 +77,7 @@ def test_train_evaluate_export_on_digits(workdir: Path) -> None:
     assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
     assert run.data.tags["dataset"] == "digits"
+    assert run.info.run_name.startswith("cnn-digits-")
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "digits"
     artifacts = {f.path for d in ("evaluate", "checkpoint", "config", "export")

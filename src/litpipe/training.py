@@ -137,6 +137,19 @@ class ValidationImageLogger(Callback):
                                             artifact_path="val_predictions")
 
 
+def run_name(params: Params) -> str:
+    """A readable, unique run name: the DVC experiment's name when there is one.
+
+    MLflow's own random names come from Python's ``random``, which ``seed_everything`` has
+    just seeded: every run would be called the same.
+    """
+    import os
+    import uuid
+
+    head = os.environ.get("DVC_EXP_NAME") or f"{params.model.name}-{params.data.dataset}"
+    return f"{head}-{uuid.uuid4().hex[:6]}"
+
+
 def progress_bar() -> TQDMProgressBar:
     """A tqdm bar (rich's bar prints nothing until the end when DVC pipes the output).
 
@@ -224,7 +237,7 @@ def train_stage(params: Params, processed_dir: Path, models_dir: Path, reports_d
     if rank_zero_only.rank == 0:
         ensure_experiment(uri, params.tracking.experiment)
     logger = MLFlowLogger(experiment_name=params.tracking.experiment, tracking_uri=uri,
-                          tags=run_tags(dm.stats), log_model=False)
+                          run_name=run_name(params), tags=run_tags(dm.stats), log_model=False)
 
     models_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".train-", dir=models_dir))
