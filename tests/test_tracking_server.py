@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,9 +61,26 @@ def test_pipeline_against_postgres_backed_server(tracking_server: str, repo_copy
 
     env = pipeline_env()
     env["MLFLOW_TRACKING_URI"] = tracking_server
-    proc = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def dvc(*args: str) -> str:
+        proc = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    dvc("repro")
+    subprocess.run(["git", "commit", "-qam", "baseline"], cwd=repo, env=env, check=True)
+    # Two queued experiments: their workers inherit MLFLOW_TRACKING_URI from `queue start`.
+    for lr in ("0.001", "0.004"):
+        dvc("exp", "run", "--queue", "-S", f"train.lr={lr}")
+    dvc("queue", "start")
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = dvc("queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Failed" not in status and "Success" in status, status
     assert not (repo / "mlflow.db").exists()  # nothing went to the embedded default
 
     from mlflow.tracking import MlflowClient
@@ -70,9 +88,14 @@ def test_pipeline_against_postgres_backed_server(tracking_server: str, repo_copy
     client = MlflowClient(tracking_uri=tracking_server)
     exp = client.get_experiment_by_name("litpipe")
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    run_ = runs[0]
-    assert run_.info.run_id == json.loads((repo / "models/run.json").read_text())["run_id"]
+    assert sorted(r.data.params["train.lr"] for r in runs) == ["0.001", "0.002", "0.004"]
+    for r in runs:  # every run complete: curves, test metrics, a registered model version
+        assert {"val_acc", "test_acc", "onnx_max_abs_diff"} <= set(r.data.metrics)
+        assert r.info.status == "FINISHED"
+    versions = client.search_model_versions("name='litpipe-classifier'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
+    run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+    [run_] = [r for r in runs if r.info.run_id == run_id]
     assert run_.data.params["data.dataset"] == "digits"
     assert [m.step for m in client.get_metric_history(run_.info.run_id, "val_acc")] == [0, 1]
     metrics = json.loads((repo / "reports/metrics.json").read_text())
@@ -81,5 +104,3 @@ def test_pipeline_against_postgres_backed_server(tracking_server: str, repo_copy
     local = client.download_artifacts(run_.info.run_id, "evaluate/metrics.json",
                                       str(repo / "downloaded"))
     assert json.loads(Path(local).read_text()) == metrics
-    [version] = client.search_model_versions("name='litpipe-classifier'")
-    assert version.run_id == run_.info.run_id
