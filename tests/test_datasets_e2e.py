@@ -49,3 +49,38 @@ def test_mnist_and_cifar10_experiments(server, repo_copy: Path) -> None:  # noqa
         assert 0.0 <= metrics["test_acc"] <= 1.0
         assert (repo / f"data/raw/{dataset}/MANIFEST.json").exists()
     assert any(h.startswith("/e2e-cifar/") for h in routes.hits)
+
+
+def test_autoencoder_experiment_and_its_gate(repo_copy: Path) -> None:
+    """`dvc exp run -S model.name=autoencoder`: reconstruction metrics, grids, its own gate."""
+    import sqlite3
+
+    repo = repo_copy
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["data"].update({"dataset": "digits", "val_size": 200})
+    raw["model"].update({"hidden": [64], "latent_dim": 16})
+    raw["train"].update({"epochs": 4, "batch_size": 32, "progress_bar": False,
+                         "val_image_samples": 4})
+    raw["gates"]["baseline"] = None
+    raw["gates"]["rules"]["reconstruction"] = {"test_mse": {"max": 0.1}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run(["git", "commit", "-qam", "tiny digits"], repo)
+
+    run(["dvc", "exp", "run", "-S", "model.name=autoencoder"], repo)
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics) == {"test_mse", "test_mae"} and metrics["test_mse"] < 0.1
+    model = json.loads((repo / "models/export/model.json").read_text())
+    assert model["task"] == "reconstruction" and model["output"]["name"] == "reconstruction"
+
+    run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+    db = sqlite3.connect(repo / "mlflow.db")
+    keys = {k for (k,) in db.execute("select key from metrics where run_uuid=?", (run_id,))}
+    db.close()
+    assert "test_mse" in keys and "test_acc" not in keys
+    grids = list((repo / "mlartifacts").rglob("val_predictions/epoch_*.png"))
+    assert len(grids) == 4 and list((repo / "mlartifacts").rglob("evaluate/samples.png"))
+
+    # The gate applies the reconstruction rules (test_mse <= 0.1) to this model.
+    gate = run(["litpipe", "gate"], repo, check=False)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "reconstruction" in gate.stdout and "test_mse" in gate.stdout
