@@ -196,10 +196,11 @@ def _tune(params: Params, trainer: L.Trainer, module: LitBase, dm: ArrayDataModu
                               "lr_tuned": cfg.lr == "auto",
                               "batch_size_tuned": cfg.batch_size == "auto"}
     if cfg.batch_size == "auto":
+        dm.setup("fit")
         found = tuner.scale_batch_size(module, datamodule=dm, mode="power",
                                        steps_per_trial=cfg.tuner.steps_per_trial, init_val=16,
                                        max_val=min(cfg.tuner.max_batch_size,
-                                                   len(dm.datasets.get("train", [])) or 10**9))
+                                                   len(dm.datasets["train"])))
         result["batch_size"] = int(found or dm.batch_size)
         dm.batch_size = result["batch_size"]
     if cfg.lr == "auto":
