@@ -1,26 +1,25 @@
 """The downloader against a real HTTP server on loopback, with the failures networks produce.
 
-The server (started per test module, bound to 127.0.0.1, stopped at teardown) serves small
-files in the real formats — gzipped IDX for the MNIST family, CIFAR-10's python tarball —
-made here, under per-path behaviours: ok, 404, truncated, corrupted, stalled, trickled.
-Every failure case checks the message and that data/raw holds nothing partial.
+The server (one per module, bound to 127.0.0.1 on an ephemeral port, stopped at teardown)
+serves small files in the real formats — gzipped IDX for the MNIST family, CIFAR-10's
+python tarball — with per-path behaviours (see ``tests/http_fixtures.py``). Every failure
+case checks the message and that the dataset directory holds nothing partial.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
+import json
+import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -28,125 +27,40 @@ import pytest
 
 from litpipe.config import DataConfig
 from litpipe.datasets import FASHION_MNIST, MNIST, load_idx_dataset
-from litpipe.download import DownloadError, download_dataset
+from litpipe.download import PARTIAL, DownloadError, download_dataset
+from tests.http_fixtures import (
+    AUTH_PASSWORD,
+    AUTH_USER,
+    STALL_S,
+    Routes,
+    cifar_members,
+    cifar_tarball,
+    closed_port,
+    files_under,
+    md5_digests,
+    mnist_like,
+    serve,
+    sha256_digests,
+)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    header = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
-    return header + arr.astype(np.uint8).tobytes()
-
-
-def mnist_like(n: int = 12, seed: int = 0) -> dict[str, bytes]:
-    """Gzipped IDX files named as on the real mirrors."""
-    rng = np.random.default_rng(seed)
-    files = {}
-    for prefix, count in (("train", n), ("t10k", n // 2)):
-        files[f"{prefix}-images-idx3-ubyte.gz"] = gzip.compress(
-            idx_bytes(rng.integers(0, 256, (count, 28, 28))), mtime=0)
-        files[f"{prefix}-labels-idx1-ubyte.gz"] = gzip.compress(
-            idx_bytes(rng.integers(0, 10, count)), mtime=0)
-    return files
-
-
-def sha256_digests(files: dict[str, bytes]) -> dict[str, str]:
-    return {k: "sha256:" + hashlib.sha256(gzip.decompress(v)).hexdigest()
-            for k, v in files.items()}
-
-
-def md5_digests(files: dict[str, bytes]) -> dict[str, str]:
-    return {k: "md5:" + hashlib.md5(v).hexdigest() for k, v in files.items()}
-
-
-def cifar_tarball(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def cifar_members(n: int = 4) -> dict[str, bytes]:
-    rng = np.random.default_rng(1)
-    out = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, n).tolist()}
-        out[f"cifar-10-batches-py/{name}"] = pickle.dumps(batch, protocol=2)
-    out["cifar-10-batches-py/batches.meta"] = pickle.dumps(
-        {b"label_names": [b"airplane"] * 10}, protocol=2)
-    return out
-
-
-class Routes:
-    """path -> (behaviour, payload); shared with the handler threads."""
-
-    def __init__(self) -> None:
-        self.table: dict[str, tuple[str, bytes]] = {}
-        self.hits: list[str] = []
-
-    def set(self, prefix: str, files: dict[str, bytes], behaviour: str = "ok") -> None:
-        for name, data in files.items():
-            self.table[f"/{prefix}/{name}"] = (behaviour, data)
-
-
-def make_handler(routes: Routes) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            routes.hits.append(self.path)
-            behaviour, data = routes.table.get(self.path, ("404", b""))
-            if behaviour == "404":
-                self.send_error(404)
-                return
-            if behaviour == "stall":
-                time.sleep(2.0)  # longer than the client's timeout; bounded
-            if behaviour == "corrupt":
-                data = data[:-8] + bytes(8)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            try:
-                if behaviour == "truncate":
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                elif behaviour == "trickle":
-                    for i in range(0, len(data), 256):
-                        self.wfile.write(data[i: i + 256])
-                        self.wfile.flush()
-                        time.sleep(0.05)
-                else:
-                    self.wfile.write(data)
-            except OSError:
-                pass
-
-    return Handler
+IDX_LOCALS = sorted(f.local for f in FASHION_MNIST.files)
+FIRST = "train-images-idx3-ubyte.gz"
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, Routes]]:
+    """(base URL, routes) of a loopback HTTP server shared by this module's tests."""
     routes = Routes()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(routes))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", routes
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(routes) as url:
+        yield url, routes
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's http_proxy must not route loopback requests through a proxy."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 def cfg(dataset: str, mirrors: list[str], digests: dict[str, str], **kw: object) -> DataConfig:
@@ -154,195 +68,413 @@ def cfg(dataset: str, mirrors: list[str], digests: dict[str, str], **kw: object)
                       **{"timeout": 0.5, "retries": 1, **kw})
 
 
-def files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+def fetch_error(c: DataConfig, raw: Path) -> str:
+    with pytest.raises(DownloadError) as err:
+        download_dataset(c, raw, progress=False)
+    return str(err.value)
+
+
+def assert_nothing_left(raw: Path) -> None:
+    """After a failure on the first file: no file at all, not even in .partial."""
+    assert files_under(raw) == [], files_under(raw)
+
+
+def manifest(dest: Path) -> dict:
+    return json.loads((dest / "MANIFEST.json").read_text())
 
 
 # ------------------------------------------------------------------------------ happy
 
-def test_second_mirror_after_404(server, tmp_path: Path) -> None:
+def test_second_mirror_after_404_and_cheap_rerun(server, tmp_path: Path) -> None:
     url, routes = server
     files = mnist_like()
     routes.set("good", files)
-    c = cfg("fashion_mnist", [f"{url}/missing/", f"{url}/good"], sha256_digests(files))
-    dest = download_dataset(c, tmp_path / "raw", progress=False)
+    raw = tmp_path / "raw"
+    # No trailing slash on the second mirror: both spellings must work.
+    c = cfg("fashion_mnist", [f"{url}/missing/", f"{url}/good"], sha256_digests(files),
+            retries=2)
+    dest = download_dataset(c, raw, progress=False)
+    assert dest == raw / "fashion_mnist"
     data = load_idx_dataset(dest)
     assert data["train"][0].shape == (12, 1, 28, 28) and data["test"][1].shape == (6,)
-    assert files_under(tmp_path / "raw") == sorted(
-        ["fashion_mnist/MANIFEST.json"] + [f"fashion_mnist/{f.local}"
-                                           for f in FASHION_MNIST.files])
-    # A rerun verifies what is there and fetches nothing.
+    assert files_under(raw) == sorted(["fashion_mnist/MANIFEST.json"]
+                                      + [f"fashion_mnist/{n}" for n in IDX_LOCALS])
+    assert routes.count(f"/missing/{FIRST}") == 1  # a 404 is not retried
+
+    text = (dest / "MANIFEST.json").read_text()
+    m = json.loads(text)
+    assert text == json.dumps(m, indent=2, sort_keys=True) + "\n"
+    entry = m["files"][FIRST]
+    content = gzip.decompress(files[FIRST])
+    assert entry == {"local": "train-images-idx3-ubyte", "algorithm": "sha256",
+                     "digest": hashlib.sha256(content).hexdigest(),
+                     "local_sha256": hashlib.sha256(content).hexdigest(),
+                     "size": len(content), "mirror": f"{url}/good"}
+
+    # A rerun re-hashes what is there and fetches nothing.
     before = len(routes.hits)
-    download_dataset(c, tmp_path / "raw", progress=False)
+    download_dataset(c, raw, progress=False)
     assert len(routes.hits) == before
+    assert (dest / "MANIFEST.json").read_text() == text
+    # Same data from the same mirror into another root: byte-identical manifest.
+    assert (download_dataset(c, tmp_path / "raw2", progress=False)
+            / "MANIFEST.json").read_text() == text
 
 
-def test_mnist_by_archive_md5(server, tmp_path: Path) -> None:
+def test_mnist_by_md5_override_rerun_and_tampering(server, tmp_path: Path) -> None:
     url, routes = server
     files = mnist_like(seed=3)
     routes.set("mnist", files)
-    dest = download_dataset(cfg("mnist", [f"{url}/mnist/"], md5_digests(files)),
-                            tmp_path / "raw", progress=False)
-    assert {f.local for f in MNIST.files} <= {p.name for p in dest.iterdir()}
+    raw = tmp_path / "raw"
+    c = cfg("mnist", [f"{url}/mnist/"], md5_digests(files))
+    dest = download_dataset(c, raw, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        ["MANIFEST.json"] + [f.local for f in MNIST.files])
+    assert manifest(dest)["files"][FIRST]["digest"] == md5_digests(files)[FIRST][4:]
+    assert (dest / "train-images-idx3-ubyte").read_bytes() == gzip.decompress(files[FIRST])
+
+    # The archives are gone, so a rerun re-verifies against the manifest's content hashes.
+    hits = len(routes.hits)
+    download_dataset(c, raw, progress=False)
+    assert len(routes.hits) == hits
+
+    # A damaged local file is noticed and fetched again; the others are kept.
+    labels = dest / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\x09")
+    download_dataset(c, raw, progress=False)
+    assert routes.hits[hits:] == ["/mnist/t10k-labels-idx1-ubyte.gz"]
+    assert labels.read_bytes() == gzip.decompress(files["t10k-labels-idx1-ubyte.gz"])
+
+
+def test_changed_digests_fetch_the_new_files(server, tmp_path: Path) -> None:
+    url, routes = server
+    old, new = mnist_like(seed=10), mnist_like(n=8, seed=11)
+    routes.set("v1", old)
+    routes.set("v2", new)
+    raw = tmp_path / "raw"
+    download_dataset(cfg("mnist", [f"{url}/v1/"], md5_digests(old)), raw, progress=False)
+    dest = download_dataset(cfg("mnist", [f"{url}/v2/"], md5_digests(new)), raw,
+                            progress=False)
+    assert load_idx_dataset(dest)["train"][0].shape == (8, 1, 28, 28)
+    assert {e["mirror"] for e in manifest(dest)["files"].values()} == {f"{url}/v2/"}
+
+
+def test_wrong_file_on_first_mirror_then_right_one(server, tmp_path: Path) -> None:
+    url, routes = server
+    files, other = mnist_like(seed=20), mnist_like(seed=21)
+    routes.set("other", other)
+    routes.set("right", files)
+    dest = download_dataset(cfg("fashion_mnist", [f"{url}/other/", f"{url}/right/"],
+                                sha256_digests(files), retries=2), tmp_path / "raw",
+                            progress=False)
+    assert routes.count(f"/other/{FIRST}") == 1  # a digest mismatch is not retried
+    assert manifest(dest)["files"][FIRST]["mirror"] == f"{url}/right/"
+
+
+def test_503_is_retried_with_backoff(server, tmp_path: Path) -> None:
+    url, routes = server
+    files = mnist_like(seed=30)
+    routes.set("flaky", files, "flaky")
+    t0 = time.monotonic()
+    download_dataset(cfg("mnist", [f"{url}/flaky/"], md5_digests(files), retries=1),
+                     tmp_path / "raw", progress=False)
+    assert time.monotonic() - t0 >= 0.5  # one backoff pause per file's first 503 ...
+    assert all(routes.count(f"/flaky/{name}") == 2 for name in files)  # ... then success
+
+    routes.set("flaky0", files, "flaky")
+    msg = fetch_error(cfg("mnist", [f"{url}/flaky0/"], md5_digests(files), retries=0),
+                      tmp_path / "raw0")
+    assert f"{url}/flaky0/{FIRST} (attempt 1/1): HTTP 503 Service Unavailable" in msg
+    assert_nothing_left(tmp_path / "raw0")
+
+
+def test_private_mirror_with_basic_auth(server, tmp_path: Path) -> None:
+    url, routes = server
+    files = mnist_like(seed=60)
+    routes.set("private", files, "auth")
+    host = url.removeprefix("http://")
+    dest = download_dataset(cfg("mnist", [f"http://{AUTH_USER}:{AUTH_PASSWORD}@{host}/private/"],
+                                md5_digests(files)), tmp_path / "raw", progress=False)
+    text = (dest / "MANIFEST.json").read_text()
+    assert AUTH_PASSWORD not in text and f'"mirror": "{url}/private/"' in text
+
+    msg = fetch_error(cfg("mnist", [f"{url}/private/"], md5_digests(files), retries=2),
+                      tmp_path / "raw2")
+    assert f"{url}/private/{FIRST}: HTTP 401 Unauthorized" in msg  # final: not retried
+    assert_nothing_left(tmp_path / "raw2")
 
 
 def test_cifar_tarball_end_to_end(server, tmp_path: Path) -> None:
     from litpipe.cifar import load_cifar10
 
     url, routes = server
-    tar = {"cifar-10-python.tar.gz": cifar_tarball(cifar_members())}
+    members = cifar_members(n=4)
+    tar = {"cifar-10-python.tar.gz": cifar_tarball(members)}
     routes.set("cifar", tar)
-    dest = download_dataset(cfg("cifar10", [f"{url}/cifar/"], md5_digests(tar)),
-                            tmp_path / "raw", progress=False)
+    raw = tmp_path / "raw"
+    c = cfg("cifar10", [f"{url}/cifar/"], md5_digests(tar))
+    dest = download_dataset(c, raw, progress=False)
+    assert dest == raw / "cifar10"
     data = load_cifar10(dest)
-    assert data["train"][0].shape == (20, 3, 32, 32) and data["test"][0].shape == (4, 3, 32, 32)
-    assert not (tmp_path / "raw/.partial").exists()
+    x, y = data["train"]
+    assert x.shape == (20, 3, 32, 32) and x.dtype == np.uint8 and y.dtype == np.int64
+    assert data["test"][0].shape == (4, 3, 32, 32) and data["test"][1].shape == (4,)
+    batch = pickle.loads(members["cifar-10-batches-py/test_batch"], encoding="bytes")
+    assert np.array_equal(data["test"][0].reshape(4, -1), batch[b"data"])
+    assert data["test"][1].tolist() == batch[b"labels"]
+    assert (dest / "cifar-10-batches-py/batches.meta").is_file()
+    assert not (raw / PARTIAL).exists()
+    assert not (dest / "cifar-10-python.tar.gz").exists()
+
+    # Rerun: the extracted tree is re-hashed against the manifest, nothing is fetched;
+    # a missing batch makes the tree differ, so the tarball is fetched and swapped in.
+    hits = len(routes.hits)
+    download_dataset(c, raw, progress=False)
+    assert len(routes.hits) == hits
+    (dest / "cifar-10-batches-py/data_batch_3").unlink()
+    download_dataset(c, raw, progress=False)
+    assert len(routes.hits) == hits + 1
+    assert load_cifar10(dest)["train"][0].shape == (20, 3, 32, 32)
 
 
-def test_digits_needs_no_network(tmp_path: Path) -> None:
-    dest = download_dataset(DataConfig(dataset="digits"), tmp_path / "raw", progress=False)
-    assert "scikit-learn" in (dest / "MANIFEST.json").read_text()
+def test_tampered_cifar_pickle_is_refused_at_load(server, tmp_path: Path) -> None:
+    """A tarball whose digest is trusted can still hold a hostile pickle: the reader refuses."""
+    from litpipe.cifar import UnsafePickleError, load_cifar10
+
+    url, routes = server
+    evil = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0],
+                         b"x": os.system}, protocol=2)  # a reference to a callable
+    members = {**cifar_members(n=2), "cifar-10-batches-py/test_batch": evil}
+    tar = {"cifar-10-python.tar.gz": cifar_tarball(members)}
+    routes.set("cifar-evil", tar)
+    dest = download_dataset(cfg("cifar10", [f"{url}/cifar-evil/"], md5_digests(tar)),
+                            tmp_path / "raw", progress=False)
+    with pytest.raises(UnsafePickleError, match=r"test_batch: refusing to load posix\.system"):
+        load_cifar10(dest)
+
+
+def test_digits_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import urllib.request
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("digits must not touch the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    dest = download_dataset(DataConfig(dataset="digits", mirrors={}), tmp_path / "raw",
+                            progress=False)
+    assert files_under(tmp_path / "raw") == ["digits/MANIFEST.json"]
+    m = manifest(dest)
+    assert m["sklearn_version"] == metadata.version("scikit-learn")
+    assert "bundled with scikit-learn" in m["source"] and m["files"] == {}
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian dataset-fashion-mnist not installed")
-@pytest.mark.parametrize("style", ["file_url", "directory"])
-def test_local_mirrors_with_real_digests(tmp_path: Path, style: str) -> None:
-    mirror = FASHION.as_uri() + "/" if style == "file_url" else str(FASHION)
-    dest = download_dataset(cfg("fashion_mnist", [mirror], {}), tmp_path / "raw",
-                            progress=False)
-    assert load_idx_dataset(dest)["train"][0].shape == (60000, 1, 28, 28)
+def test_local_mirrors_with_real_digests(server, tmp_path: Path) -> None:
+    """The real Fashion-MNIST set via a file:// URL, checked against the registry SHA-256s;
+    then a plain directory path mirror, after an HTTP mirror that 404s."""
+    url, _ = server
+    dest = download_dataset(cfg("fashion_mnist", [FASHION.as_uri() + "/"], {}),
+                            tmp_path / "raw", progress=False)
+    data = load_idx_dataset(dest)
+    assert data["train"][0].shape == (60000, 1, 28, 28) and data["test"][0].shape == (
+        10000, 1, 28, 28)
+    for f in FASHION_MNIST.files:
+        assert manifest(dest)["files"][f.remote]["local_sha256"] == f.sha256
+
+    # A directory path mirror; copying the verified files in by hand first makes the
+    # downloader keep them (re-hashed against the registry) without a manifest.
+    raw2 = tmp_path / "raw2"
+    (raw2 / "fashion_mnist").mkdir(parents=True)
+    keep = FASHION_MNIST.files[0]
+    os.link(dest / keep.local, raw2 / "fashion_mnist" / keep.local)
+    dest2 = download_dataset(cfg("fashion_mnist", [f"{url}/nothing-here/", str(FASHION)], {},
+                                 retries=0), raw2, progress=False)
+    entries = manifest(dest2)["files"]
+    assert entries[keep.remote]["mirror"] is None  # found verified in place
+    assert {e["mirror"] for k, e in entries.items() if k != keep.remote} == {str(FASHION)}
+    assert files_under(raw2) == sorted(["fashion_mnist/MANIFEST.json"]
+                                       + [f"fashion_mnist/{n}" for n in IDX_LOCALS])
 
 
 # ---------------------------------------------------------------------------- failures
-
-def assert_nothing_partial(raw: Path) -> None:
-    assert files_under(raw) == [], files_under(raw)
-
 
 def test_truncated_body(server, tmp_path: Path) -> None:
     url, routes = server
     files = mnist_like()
     routes.set("trunc", files, "truncate")
-    with pytest.raises(DownloadError) as err:
-        download_dataset(cfg("fashion_mnist", [f"{url}/trunc/"], sha256_digests(files)),
-                         tmp_path / "raw", progress=False)
-    msg = str(err.value)
-    assert "train-images-idx3-ubyte.gz" in msg and f"{url}/trunc/" in msg
-    assert "truncated: got" in msg and "attempt 2/2" in msg  # retried, then gave up
-    assert_nothing_partial(tmp_path / "raw")
+    n = len(files[FIRST])
+    msg = fetch_error(cfg("fashion_mnist", [f"{url}/trunc/"], sha256_digests(files)),
+                      tmp_path / "raw")
+    assert f"could not fetch {FIRST} for dataset 'fashion_mnist'" in msg
+    for attempt in (1, 2):  # retried once, then gave up
+        assert (f"{url}/trunc/{FIRST} (attempt {attempt}/2): truncated: got {n // 2} of {n} "
+                "bytes (Content-Length)") in msg
+    assert routes.count(f"/trunc/{FIRST}") == 2
+    assert_nothing_left(tmp_path / "raw")
 
 
-def test_corrupted_body_names_digests(server, tmp_path: Path) -> None:
+def test_corrupted_body_names_file_mirror_and_digests(server, tmp_path: Path) -> None:
     url, routes = server
-    files = mnist_like()
+    files = mnist_like(seed=40)
     routes.set("corrupt", files, "corrupt")
     digests = md5_digests(files)
-    with pytest.raises(DownloadError) as err:
-        download_dataset(cfg("mnist", [f"{url}/corrupt/"], digests), tmp_path / "raw",
-                         progress=False)
-    msg = str(err.value)
-    assert "digest mismatch for train-images-idx3-ubyte.gz" in msg
-    assert f"expected {digests['train-images-idx3-ubyte.gz']}" in msg and "got md5:" in msg
-    assert f"{url}/corrupt/train-images-idx3-ubyte.gz" in msg
-    assert "attempt" not in msg  # a wrong digest is not retried on the same mirror
-    assert_nothing_partial(tmp_path / "raw")
+    data = files[FIRST]
+    mid = len(data) // 2
+    served = data[:mid] + bytes(b ^ 0xFF for b in data[mid: mid + 16]) + data[mid + 16:]
+    msg = fetch_error(cfg("mnist", [f"{url}/corrupt/"], digests, retries=2), tmp_path / "raw")
+    assert (f"digest mismatch for {FIRST} from {url}/corrupt/{FIRST}: expected "
+            f"{digests[FIRST]}, got md5:{hashlib.md5(served).hexdigest()}") in msg
+    assert "attempt" not in msg and routes.count(f"/corrupt/{FIRST}") == 1  # not retried
+    assert_nothing_left(tmp_path / "raw")
 
 
 def test_stalled_server_times_out_then_next_mirror(server, tmp_path: Path) -> None:
     url, routes = server
     files = mnist_like(seed=5)
-    routes.set("stall", files, "stall")
+    routes.set("stall", {FIRST: files[FIRST]}, "stall")  # the other files 404 there
     routes.set("ok5", files)
     t0 = time.monotonic()
-    download_dataset(cfg("fashion_mnist", [f"{url}/stall/", f"{url}/ok5/"],
-                         sha256_digests(files), retries=0), tmp_path / "raw", progress=False)
-    assert time.monotonic() - t0 < 30
-    assert "/stall/train-images-idx3-ubyte.gz" in routes.hits
+    dest = download_dataset(cfg("fashion_mnist", [f"{url}/stall/", f"{url}/ok5/"],
+                                sha256_digests(files), retries=0), tmp_path / "raw",
+                            progress=False)
+    assert time.monotonic() - t0 < STALL_S - 0.5  # gave up after data.timeout, not the stall
+    assert routes.count(f"/stall/{FIRST}") == 1
+    assert manifest(dest)["files"][FIRST]["mirror"] == f"{url}/ok5/"
 
 
-def test_stall_only_reports_timeout(server, tmp_path: Path) -> None:
-    url, routes = server
-    files = mnist_like(seed=6)
-    routes.set("stall6", files, "stall")
-    with pytest.raises(DownloadError, match="timed out"):
-        download_dataset(cfg("fashion_mnist", [f"{url}/stall6/"], sha256_digests(files),
-                             retries=0), tmp_path / "raw", progress=False)
-    assert_nothing_partial(tmp_path / "raw")
-
-
-def test_connection_refused(tmp_path: Path) -> None:
+def test_connection_refused_retries_with_backoff(tmp_path: Path) -> None:
     port = closed_port()
-    with pytest.raises(DownloadError) as err:
-        download_dataset(cfg("fashion_mnist", [f"http://127.0.0.1:{port}/"],
-                             sha256_digests(mnist_like())), tmp_path / "raw", progress=False)
-    msg = str(err.value)
-    assert "connection refused" in msg and f"127.0.0.1:{port}" in msg
+    t0 = time.monotonic()
+    msg = fetch_error(cfg("fashion_mnist", [f"http://user:s3cret@127.0.0.1:{port}/"],
+                          sha256_digests(mnist_like()), retries=2), tmp_path / "raw")
+    elapsed = time.monotonic() - t0
+    assert 1.5 <= elapsed < 5  # backoff 0.5 s then 1 s between the three attempts
+    for attempt in (1, 2, 3):
+        assert f"http://127.0.0.1:{port}/{FIRST} (attempt {attempt}/3): connection refused" in msg
+    assert "s3cret" not in msg  # credentials in a mirror URL are not echoed
     assert "Nothing partial was left" in msg
-    assert_nothing_partial(tmp_path / "raw")
+    assert_nothing_left(tmp_path / "raw")
 
 
-def test_tarball_escaping_member_is_refused(server, tmp_path: Path) -> None:
+def test_every_mirror_is_named_with_its_reason(server, tmp_path: Path) -> None:
     url, routes = server
-    members = cifar_members()
-    members["../../evil.txt"] = b"owned"
-    tar = {"cifar-10-python.tar.gz": cifar_tarball(members)}
-    routes.set("eviltar", tar)
-    with pytest.raises(DownloadError, match=r"refusing archive member '\.\./\.\./evil\.txt'"):
-        download_dataset(cfg("cifar10", [f"{url}/eviltar/"], md5_digests(tar)),
-                         tmp_path / "raw", progress=False)
-    assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
-    assert_nothing_partial(tmp_path / "raw")
+    files = mnist_like(seed=50)
+    routes.set("stall50", files, "stall")
+    routes.set("gz50", {k: b"\x1f\x8b" + b"garbage" * 50 for k in files})
+    port = closed_port()
+    mirrors = [f"{url}/nope/", f"http://127.0.0.1:{port}/", f"{url}/stall50/", f"{url}/gz50/",
+               (tmp_path / "no-dir").as_uri(), str(tmp_path / "no-dir-either")]
+    msg = fetch_error(cfg("fashion_mnist", mirrors, sha256_digests(files), retries=0),
+                      tmp_path / "raw")
+    assert "from any of its 6 mirror(s)" in msg
+    assert f"{url}/nope/{FIRST}: HTTP 404 Not Found" in msg
+    assert f"127.0.0.1:{port}/{FIRST} (attempt 1/1): connection refused" in msg
+    assert f"{url}/stall50/{FIRST} (attempt 1/1): timed out (no data for 0.5 s" in msg
+    assert f"{url}/gz50/{FIRST}: not a valid gzip archive" in msg
+    assert f"no-dir/{FIRST}: no such file {tmp_path / 'no-dir' / FIRST}" in msg
+    assert f"no such file {tmp_path / 'no-dir-either' / FIRST}" in msg
+    assert "\n" not in msg  # one paragraph
+    assert_nothing_left(tmp_path / "raw")
+
+
+def escaping_tarballs() -> dict[str, tuple[bytes, str, str]]:
+    """Archives that try to write outside the directory: (tarball, member named, why)."""
+    ok = cifar_members(n=2)
+    outside = "outside the target directory"
+    return {
+        "dotdot": (cifar_tarball({**ok, "cifar-10-batches-py/../../evil.txt": b"owned"}),
+                   "cifar-10-batches-py/../../evil.txt", f"it would be written {outside}"),
+        "absolute": (cifar_tarball({**ok, "/tmp/litpipe-evil.txt": b"owned"}),
+                     "/tmp/litpipe-evil.txt", f"it would be written {outside}"),
+        "symlink": (cifar_tarball(ok, links={"cifar-10-batches-py/up": (tarfile.SYMTYPE,
+                                                                        "../../..")}),
+                    "cifar-10-batches-py/up", f"it is a symlink to '../../..', {outside}"),
+        "hardlink": (cifar_tarball(ok, links={"cifar-10-batches-py/pw": (tarfile.LNKTYPE,
+                                                                         "/etc/passwd")}),
+                     "cifar-10-batches-py/pw", f"it is a hard link to '/etc/passwd', {outside}"),
+        # The link itself stays inside; writing through it is what is refused.
+        "through-symlink": (cifar_tarball({**ok, "cifar-10-batches-py/here/x": b"x"},
+                                          links={"cifar-10-batches-py/here": (
+                                              tarfile.SYMTYPE, ".")}),
+                            "cifar-10-batches-py/here/x",
+                            "its path goes through the symlink 'cifar-10-batches-py/here'"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(escaping_tarballs()))
+def test_tarball_escaping_member_is_refused(server, tmp_path: Path, case: str) -> None:
+    url, routes = server
+    data, member, why = escaping_tarballs()[case]
+    tar = {"cifar-10-python.tar.gz": data}
+    routes.set(f"evil-{case}", tar)
+    raw = tmp_path / "work" / "raw"
+    msg = fetch_error(cfg("cifar10", [f"{url}/evil-{case}/"], md5_digests(tar)), raw)
+    assert (f"cifar-10-python.tar.gz (from {url}/evil-{case}/cifar-10-python.tar.gz): "
+            f"refusing archive member {member!r}: {why}") in msg
+    assert not Path("/tmp/litpipe-evil.txt").exists()
+    assert list(tmp_path.rglob("evil.txt")) == []
+    assert_nothing_left(raw)
 
 
 def test_bad_digest_override_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="use 'sha256:<hex>'"):
-        download_dataset(cfg("mnist", ["http://127.0.0.1:9/"],
-                             {"train-images-idx3-ubyte.gz": "crc32:00"}), tmp_path / "raw",
-                         progress=False)
+    msg = fetch_error(cfg("mnist", [f"http://127.0.0.1:{closed_port()}/"],
+                          {FIRST: "crc32:00"}), tmp_path / "raw")
+    assert f"data.digests[{FIRST!r}] = 'crc32:00' is not a digest" in msg
+    assert "'sha256:<64 hex>'" in msg and "'md5:<32 hex>'" in msg
+    msg = fetch_error(cfg("mnist", [], {}), tmp_path / "raw")
+    assert "data.mirrors.mnist is empty" in msg
+    assert_nothing_left(tmp_path / "raw")
 
 
 KILL_SCRIPT = """
-import sys
+import json, sys
 from pathlib import Path
 from litpipe.config import DataConfig
 from litpipe.download import download_dataset
-import json
-c = DataConfig.model_validate(json.loads(sys.argv[1]))
-download_dataset(c, Path(sys.argv[2]), progress=False)
+download_dataset(DataConfig.model_validate(json.loads(sys.argv[1])), Path(sys.argv[2]),
+                 progress=False)
 """
 
 
 def test_killed_download_then_rerun(server, tmp_path: Path) -> None:
     url, routes = server
-    files = mnist_like(n=400, seed=7)  # ~300 kB trickled at 5 kB/s: killed mid-stream
+    files = mnist_like(n=400, seed=7)  # ~300 kB trickled at ~5 kB/s: killed mid-stream
     routes.set("slow", files, "trickle")
     routes.set("fast", files)
     raw = tmp_path / "raw"
     slow = cfg("fashion_mnist", [f"{url}/slow/"], sha256_digests(files), timeout=5)
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, slow.model_dump_json(),
                              str(raw)])
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not list((raw / ".partial").glob("*.download")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                p.stat().st_size > 1000 for p in (raw / PARTIAL).glob("*.download")):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
     leftovers = files_under(raw)
-    assert leftovers and all(p.startswith(".partial/") for p in leftovers), leftovers
-    assert not (raw / "fashion_mnist/MANIFEST.json").exists()
+    assert leftovers and all(p.startswith(f"{PARTIAL}/") for p in leftovers), leftovers
+    assert files_under(raw / "fashion_mnist") == []
 
     fast = cfg("fashion_mnist", [f"{url}/fast/"], sha256_digests(files))
     dest = download_dataset(fast, raw, progress=False)
     assert load_idx_dataset(dest)["train"][0].shape == (400, 1, 28, 28)
-    assert not (raw / ".partial").exists()
+    assert files_under(raw) == sorted(["fashion_mnist/MANIFEST.json"]
+                                      + [f"fashion_mnist/{n}" for n in IDX_LOCALS])
 
 
-def test_download_does_not_import_torch() -> None:
-    probe = subprocess.run([sys.executable, "-c",
-                            "import sys, litpipe.download, litpipe.stage_runner, "
-                            "litpipe.stages_impl; print('torch' in sys.modules)"],
-                           capture_output=True, text=True)
-    assert probe.stdout.strip() == "False", probe.stderr
+def test_download_does_not_import_heavy_libraries() -> None:
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, litpipe.download; print(sorted(m for m in "
+         "('torch', 'lightning', 'mlflow', 'torchvision') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]"
 
 
 def test_stage_failure_is_one_paragraph_without_traceback(tmp_path: Path) -> None:
@@ -357,8 +489,8 @@ def test_stage_failure_is_one_paragraph_without_traceback(tmp_path: Path) -> Non
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run([sys.executable, str(root / "stages/download.py")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("litpipe download: error: could not fetch train-images-idx3-ubyte")
+    assert last.startswith(f"litpipe download: error: could not fetch {FIRST}")
     assert "connection refused" in last and "Traceback" not in proc.stderr
     assert files_under(tmp_path / "data/raw") == []
