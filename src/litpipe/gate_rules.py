@@ -6,6 +6,7 @@ at every stage without importing the gate's reporting code.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,6 +19,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("test_acc", "test_macro_f1", "test_loss", "per_class_acc"),
     "reconstruction": ("test_mse", "test_mae"),
 }
+# Metrics that are mappings, not numbers: a rule must name one entry (per_class_acc.Bag).
+MAPPING_METRICS = frozenset({"per_class_acc"})
 
 
 class MetricRule(BaseModel):
@@ -41,6 +44,10 @@ class MetricRule(BaseModel):
             raise ValueError("a rule needs at least one of min, max, max_drop, max_rise")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        if self.relative and self.max_drop is None and self.max_rise is None:
+            # relative only scales max_drop/max_rise; alone it would silently do nothing.
+            raise ValueError("relative: true needs max_drop or max_rise (it scales them by "
+                             "the baseline value; min/max are always absolute)")
         return self
 
 
@@ -61,9 +68,28 @@ class GatesConfig(BaseModel):
     )
 
     @model_validator(mode="after")
+    def _paths_and_revision(self) -> GatesConfig:
+        # Metrics files are read from the work tree *and* from git at the baseline revision,
+        # so they must be paths inside the repository, relative to its root.
+        for name in self.metrics_files:
+            parts = PurePosixPath(name).parts
+            if not name or name.startswith("/") or ".." in parts:
+                raise ValueError(f"gates.metrics_files: {name!r} must be a path relative to "
+                                 "the repository root, inside it")
+        rev = self.baseline
+        if rev is not None and (not rev or rev.startswith("-") or any(c.isspace() for c in rev)):
+            raise ValueError(f"gates.baseline: {rev!r} is not a git revision (use null for "
+                             "no baseline)")
+        return self
+
+    @model_validator(mode="after")
     def _metrics_fit_task(self) -> GatesConfig:
         for task, rules in self.rules.items():
             for metric in rules:
+                if metric in MAPPING_METRICS:
+                    raise ValueError(
+                        f"gates.rules.{task}.{metric}: {metric!r} is a mapping per class; "
+                        f"name one entry, e.g. {metric}.<class name>")
                 if not metric_belongs(metric, task):
                     raise ValueError(
                         f"gates.rules.{task}.{metric}: {task} models do not report "
