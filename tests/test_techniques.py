@@ -140,6 +140,35 @@ def test_schedulers_change_the_learning_rate(work: Path, processed: Path,
 
 # ----------------------------------------------------------------- trainer techniques
 
+def test_early_stopping_ends_training_before_max_epochs(work: Path, processed: Path) -> None:
+    """min_delta larger than any loss change: no epoch after the first counts as improving,
+    so with patience 1 training stops after epoch 2 of 6; disabled, it runs all 6."""
+    es = {"train.epochs": 6, "train.limit_train_batches": 2, "train.early_stopping.patience": 1,
+          "train.early_stopping.min_delta": 10.0}
+    stopped = train(work, processed, "stopped", **es)
+    full = train(work, processed, "full", **{**es, "train.early_stopping.enabled": False})
+    assert stopped["epochs_run"] == len(history(stopped)) == 2
+    assert full["epochs_run"] == len(history(full)) == 6
+
+
+@pytest.mark.parametrize(("monitor", "mode"), [("val_loss", "min"), ("val_acc", "max")])
+def test_best_checkpoint_is_the_best_epoch_by_the_monitor(work: Path, processed: Path,
+                                                          monitor: str, mode: str) -> None:
+    """models/best.ckpt is the epoch the monitored metric liked best, last.ckpt the last."""
+    s = train(work, processed, **{"train.epochs": 4, "train.lr": 0.05, "train.optimizer": "sgd",
+                                  "train.early_stopping.enabled": False,
+                                  "train.checkpoint.monitor": monitor,
+                                  "train.checkpoint.mode": mode})
+    values = [float(r[monitor]) for r in history(s)]
+    pick = min if mode == "min" else max
+    best_epoch = values.index(pick(values))
+    best = torch.load(s["dir"] / "models/best.ckpt", weights_only=True)
+    last = torch.load(s["dir"] / "models/last.ckpt", weights_only=True)
+    assert best["epoch"] == best_epoch, (values, best["epoch"])
+    assert last["epoch"] == 4  # saved after fit: the number of epochs completed
+    assert s["best_score"] == pytest.approx(pick(values), rel=1e-5)
+
+
 def test_gradient_clipping_bounds_the_logged_norm(work: Path, processed: Path) -> None:
     free = train(work, processed, "free", **{"train.lr": 0.05})
     clipped = train(work, processed, "clipped",
@@ -327,3 +356,28 @@ def test_predict_errors(work: Path) -> None:
         load_images([work / "not.png"], (1, 8, 8))
     with pytest.raises(PredictError, match="no such file"):
         load_images([work / "missing.png"], (1, 8, 8))
+
+
+def test_cifar_cnn_through_train_evaluate_export(work: Path) -> None:
+    """The CIFAR-10 seed's net on colour 32×32 data written in the split stage's format."""
+    processed = work / "processed"
+    processed.mkdir()
+    rng = np.random.default_rng(0)
+    counts = {"train": 64, "val": 16, "test": 16}
+    for split, n in counts.items():
+        np.save(processed / f"{split}_x.npy", rng.integers(0, 256, (n, 3, 32, 32), np.uint8))
+        np.save(processed / f"{split}_y.npy", rng.integers(0, 10, n).astype(np.int64))
+    stats = {"dataset": "cifar10", "shape": [3, 32, 32], "classes": [str(i) for i in range(10)],
+             "num_classes": 10, "mean": [0.5] * 3, "std": [0.5] * 3, "counts": counts,
+             "class_counts": {k: [0] * 10 for k in counts}, "hashes": {}, "data_hash": "x"}
+    (processed / "stats.json").write_text(json.dumps(stats))
+    s = train(work, processed, **{"data.dataset": "cifar10", "model.name": "cifar_cnn",
+                                  "model.hidden": [64], "train.epochs": 1,
+                                  "train.batch_size": 16, "train.limit_train_batches": 1.0})
+    module = torch.load(s["dir"] / "models/best.ckpt", weights_only=True)
+    assert module["state_dict"]["net.features.1.weight"].shape == (32, 3, 3, 3)
+    evaluate_stage(s["params"], processed, s["dir"] / "models", s["dir"] / "reports")
+    report = export_stage(s["params"], processed, s["dir"] / "models", s["dir"] / "reports")
+    assert report["onnx_max_abs_diff"] <= 1e-4
+    model = json.loads((s["dir"] / "models/export/model.json").read_text())
+    assert model["input"]["shape"] == ["batch", 3, 32, 32]
