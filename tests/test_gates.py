@@ -289,7 +289,8 @@ def test_second_metrics_file_is_read_and_required(repo: Path, capsys) -> None:
     ({"classification": {"test_acc": {"min": 0.9}}}, {"baseline": "--output=x"},
      "is not a git revision"),
     ({"reconstruction": {"test_mse": {"max": 0.1}}}, {},
-     "gates.rules.classification is empty: nothing to check for a classification model"),
+     "gates.rules has rules only for reconstruction; add gates.rules.classification"),
+    ({}, {}, "gates.rules.classification is empty: nothing to check for a classification model"),
 ])
 def test_bad_rules_or_params_cannot_be_evaluated(repo: Path, capsys, rules: dict,
                                                  gates: dict, message: str) -> None:

@@ -127,6 +127,22 @@ def test_autoencoder_rejects_classification_monitor() -> None:
             "model.name": "autoencoder", "train.checkpoint.monitor": "val_acc"})
 
 
+def test_autoencoder_with_only_a_classification_gate_is_refused(tmp_path: Path) -> None:
+    """The gate could not judge the model: say so before training, through the real stage."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"]["name"] = "autoencoder"
+    raw["gates"]["rules"].pop("reconstruction")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=tmp_path,
+                          env=pipeline_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "'autoencoder' is a reconstruction model, but gates.rules has rules only for " \
+        "classification; add gates.rules.reconstruction" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "models").exists()
+
+
 # ------------------------------------------------------------------------- optimisers
 
 @pytest.mark.parametrize("scheduler", ["step", "cosine", "onecycle"])

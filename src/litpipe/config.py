@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from litpipe.gate_rules import GatesConfig
+from litpipe.gate_rules import TASK_METRICS, GatesConfig
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits"]
 
@@ -185,6 +185,14 @@ def _check_task(params: Params) -> None:
                 raise ValueError(f"{where} = '{monitor}', but model.name = "
                                  f"'{params.model.name}' is a reconstruction model with no "
                                  "accuracy; monitor 'val_loss'")
+    rules = params.gates.rules
+    if rules and params.model.task not in rules:
+        # The gate would refuse this model (exit 2) only after training, evaluation, export.
+        raise ValueError(
+            f"model.name = '{params.model.name}' is a {params.model.task} model, but "
+            f"gates.rules has rules only for {', '.join(sorted(rules))}; add "
+            f"gates.rules.{params.model.task} (its metrics: "
+            f"{', '.join(TASK_METRICS[params.model.task])}) so CI can gate it")
     if params.model.name == "cifar_cnn" and params.data.dataset == "digits":
         raise ValueError("model.name = 'cifar_cnn' needs images of at least 16×16 (its four "
                          "3×3 convolutions and two poolings); data.dataset = 'digits' is 8×8")
