@@ -238,6 +238,12 @@ def test_compare_view_shows_both_runs(ui: str, two_runs: tuple[Path, list[dict[s
         diff = wait_for(driver, lambda p: p["paramsDiffOnly"] == "true"
                         and "data.dataset" not in {r[0] for r in p["params"] if r},
                         "the parameters filtered to the differing ones")
+        # The parallel-coordinates plot at the top loads its chart code last; give it a few
+        # seconds so the screenshot shows it (the assertions below do not depend on it).
+        plot_deadline = time.monotonic() + 15
+        while time.monotonic() < plot_deadline and not driver.find_elements(
+                "css selector", ".js-plotly-plot .main-svg"):
+            time.sleep(0.5)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
     finally:
