@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,14 @@ def make_repo_copy(dest: Path) -> Path:
 def repo_copy(tmp_path: Path) -> Path:
     """A throw-away repository to run ``dvc repro`` in."""
     return make_repo_copy(tmp_path / "repo")
+
+
+def wait_for_queue(repo: Path, deadline_s: float = 400) -> str:
+    """Poll `dvc queue status` until no experiment is queued or running; return the status."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        time.sleep(3)
+    raise AssertionError(f"queue did not finish in {deadline_s}s:\n{status}")

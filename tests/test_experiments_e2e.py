@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import run
+from tests.conftest import run, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +33,6 @@ def configure(repo: Path) -> None:
     raw["gates"]["rules"] = {"classification": {"test_acc": {"min": 0.5}}}
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     run(["git", "commit", "-qam", "tiny digits config"], repo)
-
-
-def wait_for_queue(repo: Path, deadline_s: float = 400) -> str:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            return status
-        time.sleep(3)
-    raise AssertionError(f"queue did not finish in {deadline_s}s:\n{status}")
 
 
 def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:

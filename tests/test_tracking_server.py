@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, make_repo_copy, pipeline_env, run
+from tests.conftest import ROOT, make_repo_copy, pipeline_env, run, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -312,13 +312,7 @@ def test_queued_experiments_land_on_the_server(tracking_server: Stack, repro: Pa
     for lr in ("0.001", "0.004"):
         dvc("exp", "run", "--queue", "-S", f"train.lr={lr}")
     dvc("queue", "start")
-    deadline = time.monotonic() + 400
-    status = ""
-    while time.monotonic() < deadline:
-        status = dvc("queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    status = wait_for_queue(repo)  # `queue status` needs no tracking URI
     assert "Failed" not in status and status.count("Success") == 2, status
     assert not (repo / "mlflow.db").exists()  # nothing went to the embedded default
 
