@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -65,6 +66,27 @@ def make_repo_copy(dest: Path) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "pipeline copy"], dest)
     return dest
+
+
+# A seconds-long run of the whole pipeline on scikit-learn's digits (offline).
+TINY_DIGITS = {
+    "data": {"dataset": "digits", "val_size": 200},
+    "train": {"epochs": 2, "batch_size": 64, "progress_bar": False, "val_image_samples": 4},
+    "evaluate": {"samples": 4},
+    "export": {"parity_batch": 8},
+}
+
+
+def configure_tiny_digits(repo: Path, gate_rules: dict | None = None) -> None:
+    """Set ``repo``'s params.yaml to TINY_DIGITS (and ``gate_rules``, if given); commit it."""
+    path = repo / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for section, values in TINY_DIGITS.items():
+        raw[section].update(values)
+    if gate_rules is not None:
+        raw["gates"]["rules"] = gate_rules
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run(["git", "commit", "-qam", "tiny digits config"], repo)
 
 
 @pytest.fixture

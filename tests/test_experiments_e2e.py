@@ -11,33 +11,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import run, wait_for_queue
+from tests.conftest import configure_tiny_digits, run, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
-TINY_DIGITS = {
-    "data": {"dataset": "digits", "val_size": 200},
-    "train": {"epochs": 2, "batch_size": 64, "progress_bar": False, "val_image_samples": 4},
-    "evaluate": {"samples": 4},
-    "export": {"parity_batch": 8},
-}
-
-
-def configure(repo: Path) -> None:
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for section, values in TINY_DIGITS.items():
-        raw[section].update(values)
-    raw["gates"]["rules"] = {"classification": {"test_acc": {"min": 0.5}}}
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    run(["git", "commit", "-qam", "tiny digits config"], repo)
-
-
 def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
     repo = repo_copy
-    configure(repo)
+    configure_tiny_digits(repo, {"classification": {"test_acc": {"min": 0.5}}})
     run(["dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline run"], repo)

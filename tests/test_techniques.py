@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from litpipe.config import ParamsError, load_params
@@ -129,8 +130,6 @@ def test_autoencoder_rejects_classification_monitor() -> None:
 
 def test_autoencoder_with_only_a_classification_gate_is_refused(tmp_path: Path) -> None:
     """The gate could not judge the model: say so before training, through the real stage."""
-    import yaml
-
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["model"]["name"] = "autoencoder"
     raw["gates"]["rules"].pop("reconstruction")

@@ -34,18 +34,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, make_repo_copy, pipeline_env, run, wait_for_queue
+from tests.conftest import (
+    ROOT,
+    configure_tiny_digits,
+    make_repo_copy,
+    pipeline_env,
+    run,
+    wait_for_queue,
+)
 
 pytestmark = pytest.mark.e2e
 
 SCRIPT = ROOT / "scripts/mlflow_server.sh"
 FAIL_FAST_S = 15.0  # the train stage must give up on a dead server within this
-TINY_DIGITS = {
-    "data": {"dataset": "digits", "val_size": 200},
-    "train": {"epochs": 2, "batch_size": 64, "progress_bar": False, "val_image_samples": 4},
-    "evaluate": {"samples": 9},
-    "export": {"parity_batch": 8},
-}
 
 
 def stack_unavailable() -> str | None:
@@ -124,11 +125,7 @@ def tracking_server(_boot_stack: Stack | None) -> Stack:
 def tiny_repo(dest: Path) -> Path:
     """A repository copy configured for a seconds-long digits run, params committed."""
     repo = make_repo_copy(dest)
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in TINY_DIGITS.items():
-        raw[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    run(["git", "commit", "-qam", "tiny digits config"], repo)
+    configure_tiny_digits(repo)
     return repo
 
 
