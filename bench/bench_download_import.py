@@ -1,4 +1,4 @@
-"""Start-up cost of ``import litpipe.download``, and proof that it stays torch-free.
+"""Start-up cost of ``import litpipe.data.download``, and proof that it stays torch-free.
 
 The download stage must start in well under a second: it runs first in every fresh
 pipeline and whenever data params change. Each run is a fresh interpreter with
@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
-MODULE = "litpipe.download"
+MODULE = "litpipe.data.download"
 HEAVY = ("torch", "lightning", "mlflow", "torchvision")
 
 

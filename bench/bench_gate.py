@@ -8,7 +8,7 @@ This bench makes a regression of that visible:
 * wall time of fresh processes (median and min of N): a bare interpreter, ``litpipe gate``
   against ``HEAD`` (reads the work tree's and the committed metrics, like CI does), the same
   via ``python -m litpipe.cli``, and ``dvc metrics diff HEAD`` (what the gate replaces);
-* ``python -X importtime -c 'import litpipe.gates'``: total import time and the slowest
+* ``python -X importtime -c 'import litpipe.gate.cli'``: total import time and the slowest
   top-level imports, and whether any of torch/lightning/mlflow got imported;
 * the gate in-process after its imports: the cost of its git calls and the checks alone.
 
@@ -45,9 +45,9 @@ def wall(cmd: list[str], repo: Path, n: int) -> tuple[float, float, int]:
 
 
 def import_profile(repo: Path) -> tuple[float, list[tuple[float, str]], list[str]]:
-    """``import litpipe.gates``: its cumulative seconds, the slowest of what it imports
+    """``import litpipe.gate.cli``: its cumulative seconds, the slowest of what it imports
     (two levels down, indented as ``-X importtime`` nests them), and any heavy module."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import litpipe.gates"],
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import litpipe.gate.cli"],
                           cwd=repo, capture_output=True, text=True, check=True)
     total = 0.0
     below: list[tuple[float, str]] = []
@@ -59,9 +59,9 @@ def import_profile(repo: Path) -> tuple[float, list[tuple[float, str]], list[str
             continue
         seconds, depth, name = int(m.group(2)) / 1e6, (len(m.group(3)) - 1) // 2, m.group(4)
         seen.append(name)
-        if name == "litpipe.gates":
+        if name == "litpipe.gate.cli":
             total = seconds
-        elif depth in (1, 2):  # litpipe.gates' imports, and theirs
+        elif depth in (1, 2):  # litpipe.gate.cli' imports, and theirs
             below.append((seconds, "  " * (depth - 1) + name))
     heavy = sorted({n for n in seen if n.split(".")[0] in HEAVY})
     return total, sorted(below, reverse=True)[:8], heavy
@@ -69,7 +69,7 @@ def import_profile(repo: Path) -> tuple[float, list[tuple[float, str]], list[str
 
 def in_process(repo: Path, n: int) -> float:
     """Median seconds of ``gates.main`` once imported (git calls, JSON, checks, table)."""
-    from litpipe.gates import main
+    from litpipe.gate.cli import main
 
     args = ["--repo", str(repo), "--baseline", "HEAD"]
     times = []
@@ -110,13 +110,13 @@ def main() -> None:
           f"gate under 1 s: {'yes' if gate_s < 1.0 else 'NO'}")
 
     total, top, heavy = import_profile(repo)
-    print(f"\npython -X importtime -c 'import litpipe.gates': {total:.3f} s cumulative; "
+    print(f"\npython -X importtime -c 'import litpipe.gate.cli': {total:.3f} s cumulative; "
           "slowest of its imports:")
     for seconds, name in top:
         print(f"  {seconds:7.3f} s  {name}")
     print(f"torch/lightning/mlflow imported: {', '.join(heavy) if heavy else 'none'}")
 
-    print(f"\nlitpipe.gates.main in-process (after imports), median: "
+    print(f"\nlitpipe.gate.cli.main in-process (after imports), median: "
           f"{in_process(repo, args.n) * 1000:.1f} ms")
 
 

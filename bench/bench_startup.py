@@ -19,9 +19,8 @@ CASES = {
     "python (baseline)": "pass",
     "validate params (every stage, first)": "from litpipe.config import load_params; "
                                             "load_params('params.yaml')",
-    "download stage imports": "import litpipe.stage_runner, litpipe.stages_impl, "
-                              "litpipe.download",
-    "gate imports": "import litpipe.gates",
+    "download stage imports": "import litpipe.stage, litpipe.data.download",
+    "gate imports": "import litpipe.gate.cli",
     "import torch": "import torch",
     "import lightning": "import lightning",
     "import mlflow": "import mlflow",

@@ -1,8 +1,10 @@
-"""DVC stage `download`: validate params.yaml, then run litpipe's download step (see dvc.yaml)."""
+"""DVC stage `download`: fetch and verify the dataset's raw files into data/raw/."""
 
-import sys
-
-from litpipe.stage_runner import run_stage
+from litpipe.stage import stage
 
 if __name__ == "__main__":
-    sys.exit(run_stage("download"))
+    with stage("download") as run:
+        # Imported once params.yaml is valid: cheap here, but every stage follows one pattern.
+        from litpipe.data.download import download
+
+        run.summary = download(run.params)

@@ -1,8 +1,10 @@
-"""DVC stage `evaluate`: validate params.yaml, then run litpipe's evaluate step (see dvc.yaml)."""
+"""DVC stage `evaluate`: test metrics, confusion matrix and pictures into reports/."""
 
-import sys
-
-from litpipe.stage_runner import run_stage
+from litpipe.stage import stage
 
 if __name__ == "__main__":
-    sys.exit(run_stage("evaluate"))
+    with stage("evaluate") as run:
+        # Imported once params.yaml is valid: torch and lightning take seconds to import.
+        from litpipe.evaluate import evaluate
+
+        run.summary = evaluate(run.params)

@@ -1,8 +1,10 @@
-"""DVC stage `export`: validate params.yaml, then run litpipe's export step (see dvc.yaml)."""
+"""DVC stage `export`: ONNX + TorchScript into models/export/, registered in MLflow."""
 
-import sys
-
-from litpipe.stage_runner import run_stage
+from litpipe.stage import stage
 
 if __name__ == "__main__":
-    sys.exit(run_stage("export"))
+    with stage("export") as run:
+        # Imported once params.yaml is valid: torch and onnx take seconds to import.
+        from litpipe.export import export
+
+        run.summary = export(run.params)

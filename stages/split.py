@@ -1,8 +1,10 @@
-"""DVC stage `split`: validate params.yaml, then run litpipe's split step (see dvc.yaml)."""
+"""DVC stage `split`: seeded train/val/test arrays and stats.json into data/processed/."""
 
-import sys
-
-from litpipe.stage_runner import run_stage
+from litpipe.stage import stage
 
 if __name__ == "__main__":
-    sys.exit(run_stage("split"))
+    with stage("split") as run:
+        # Imported once params.yaml is valid: numpy and the dataset readers.
+        from litpipe.data.split import split
+
+        run.summary = split(run.params)["counts"]

@@ -1,8 +1,10 @@
-"""DVC stage `train`: validate params.yaml, then run litpipe's train step (see dvc.yaml)."""
+"""DVC stage `train`: fit the model; checkpoints and run.json into models/."""
 
-import sys
-
-from litpipe.stage_runner import run_stage
+from litpipe.stage import stage
 
 if __name__ == "__main__":
-    sys.exit(run_stage("train"))
+    with stage("train") as run:
+        # Imported once params.yaml is valid: torch and lightning take seconds to import.
+        from litpipe.training.train import train
+
+        run.summary = train(run.params)

@@ -68,24 +68,34 @@ def make_repo_copy(dest: Path) -> Path:
     return dest
 
 
+def edit_params(path: Path, edits: dict[str, object]) -> dict:
+    """Set dotted keys (``{"optimizer.lr": 0.01}``) in the params file at ``path``, as
+    ``dvc exp run -S`` does; return the whole edited mapping."""
+    raw = yaml.safe_load(path.read_text())
+    for dotted, value in edits.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return raw
+
+
 # A seconds-long run of the whole pipeline on scikit-learn's digits (offline).
 TINY_DIGITS = {
-    "data": {"dataset": "digits", "val_size": 200},
-    "train": {"epochs": 2, "batch_size": 64, "progress_bar": False, "val_image_samples": 4},
-    "evaluate": {"samples": 4},
-    "export": {"parity_batch": 8},
+    "data.dataset": "digits", "data.val_size": 200, "data.batch_size": 64,
+    "trainer.max_epochs": 2, "trainer.enable_progress_bar": False,
+    "callbacks.val_image_samples": 4, "evaluate.samples": 4, "export.parity_batch": 8,
 }
 
 
 def configure_tiny_digits(repo: Path, gate_rules: dict | None = None) -> None:
     """Set ``repo``'s params.yaml to TINY_DIGITS (and ``gate_rules``, if given); commit it."""
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for section, values in TINY_DIGITS.items():
-        raw[section].update(values)
+    edits: dict[str, object] = dict(TINY_DIGITS)
     if gate_rules is not None:
-        raw["gates"]["rules"] = gate_rules
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        edits["gates.rules"] = gate_rules
+    edit_params(repo / "params.yaml", edits)
     run(["git", "commit", "-qam", "tiny digits config"], repo)
 
 

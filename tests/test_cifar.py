@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from litpipe.cifar import UnsafePickleError, load_batch, load_cifar10
+from litpipe.data.cifar import UnsafePickleError, load_batch, load_cifar10
 
 
 def write_batch(path: Path, n: int, seed: int) -> None:

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from litpipe.config import ParamsError, flatten, load_params
+from litpipe.config import ParamsError, load_params
+from litpipe.formats import flatten
+from tests.conftest import edit_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_params(tmp_path: Path, **edits: object) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in edits.items():
-        node = raw
-        *parents, leaf = dotted.split("__")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+def write_params(tmp_path: Path, edits: dict[str, object]) -> Path:
+    """The repo's params.yaml with dotted keys set, written to ``tmp_path``."""
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    shutil.copyfile(ROOT / "params.yaml", path)
+    edit_params(path, edits)
     return path
 
 
@@ -43,16 +40,17 @@ def test_ci_params_are_valid() -> None:
 @pytest.mark.parametrize(
     ("edits", "expected"),
     [
-        ({"train__lr": -1}, ["train.lr", "-1", "greater than 0"]),
-        ({"data__dataset": "nope"}, ["data.dataset", "'nope'", "fashion_mnist", "digits"]),
-        ({"train__epochs": "ten"}, ["train.epochs", "'ten'", "integer"]),
-        ({"train__optimizr": "sgd"}, ["train.optimizr", "unknown key"]),
-        ({"train__early_stopping__mode": "up"}, ["train.early_stopping.mode", "'min' or 'max'"]),
-        ({"model__dropout": 1.5}, ["model.dropout", "less than 1"]),
+        ({"optimizer.lr": -1}, ["optimizer.lr", "-1", "greater than 0"]),
+        ({"data.dataset": "nope"}, ["data.dataset", "'nope'", "fashion_mnist", "digits"]),
+        ({"trainer.max_epochs": "ten"}, ["trainer.max_epochs", "'ten'", "integer"]),
+        ({"optimizer.nme": "sgd"}, ["optimizer.nme", "unknown key"]),
+        ({"callbacks.early_stopping.mode": "up"},
+         ["callbacks.early_stopping.mode", "'min' or 'max'"]),
+        ({"model.dropout": 1.5}, ["model.dropout", "less than 1"]),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, edits: dict, expected: list[str]) -> None:
-    path = write_params(tmp_path, **edits)
+    path = write_params(tmp_path, edits)
     with pytest.raises(ParamsError) as err:
         load_params(path)
     for fragment in expected:
@@ -76,23 +74,26 @@ def test_not_yaml_and_missing(tmp_path: Path) -> None:
 
 
 def test_flatten_covers_every_leaf() -> None:
-    flat = flatten(load_params(ROOT / "params.yaml"))
-    assert flat["train.lr"] == 0.002
-    assert flat["train.early_stopping.patience"] == 3
+    flat = flatten(load_params(ROOT / "params.yaml").model_dump(mode="json"))
+    assert flat["optimizer.lr"] == 0.002
+    assert flat["callbacks.early_stopping.patience"] == 3
     assert "data.mirrors.fashion_mnist" in flat
 
 
 def test_stage_rejects_bad_params_without_heavy_imports(tmp_path: Path) -> None:
     """The stage stops before importing torch: the error costs a fraction of a second."""
-    path = write_params(tmp_path, train__lr=-1)
+    write_params(tmp_path, {"optimizer.lr": -1})
+    # Run stages/train.py as DVC does, with an audit hook that fails on importing torch.
     code = (
-        "import sys; from litpipe.stage_runner import run_stage; "
-        f"rc = run_stage('train', {str(path)!r}); "
-        "assert 'torch' not in sys.modules, 'torch imported before validation'; "
-        "sys.exit(rc)"
+        "import runpy, sys\n"
+        "def hook(event, args):\n"
+        "    if event == 'import' and args[0] == 'torch':\n"
+        "        raise SystemExit('torch imported before validation')\n"
+        "sys.addaudithook(hook)\n"
+        f"runpy.run_path({str(ROOT / 'stages/train.py')!r}, run_name='__main__')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert "train.lr = -1" in proc.stderr
+    assert "optimizer.lr = -1" in proc.stderr
     assert "Traceback" not in proc.stderr

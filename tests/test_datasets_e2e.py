@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run
+from tests.conftest import edit_params, run
 from tests.test_download import cifar_members, cifar_tarball, md5_digests, mnist_like, server
 
 pytestmark = pytest.mark.e2e
@@ -27,13 +27,10 @@ def test_mnist_and_cifar10_experiments(server, repo_copy: Path) -> None:  # noqa
     routes.set("e2e-cifar", cifar)
 
     repo = repo_copy
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["data"]["val_size"] = 20
-    raw["train"].update({"epochs": 1, "batch_size": 16, "progress_bar": False,
-                         "val_image_samples": 4})
-    raw["evaluate"]["samples"] = 4
-    raw["export"]["parity_batch"] = 8
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    edit_params(repo / "params.yaml", {
+        "data.val_size": 20, "data.batch_size": 16, "trainer.max_epochs": 1,
+        "trainer.enable_progress_bar": False, "callbacks.val_image_samples": 4,
+        "evaluate.samples": 4, "export.parity_batch": 8})
     run(["git", "commit", "-qam", "tiny config"], repo)
     digests = {**md5_digests(mnist), **md5_digests(cifar)}
     digests_arg = "{" + ", ".join(f'{k}: "{v}"' for k, v in digests.items()) + "}"
@@ -60,14 +57,11 @@ def test_autoencoder_experiment_and_its_gate(repo_copy: Path) -> None:
     import sqlite3
 
     repo = repo_copy
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["data"].update({"dataset": "digits", "val_size": 200})
-    raw["model"].update({"hidden": [64], "latent_dim": 16})
-    raw["train"].update({"epochs": 4, "batch_size": 32, "progress_bar": False,
-                         "val_image_samples": 4})
-    raw["gates"]["baseline"] = None
-    raw["gates"]["rules"]["reconstruction"] = {"test_mse": {"max": 0.1}}
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    edit_params(repo / "params.yaml", {
+        "data.dataset": "digits", "data.val_size": 200, "data.batch_size": 32,
+        "model.hidden": [64], "model.latent_dim": 16, "trainer.max_epochs": 4,
+        "trainer.enable_progress_bar": False, "callbacks.val_image_samples": 4,
+        "gates.baseline": None, "gates.rules.reconstruction": {"test_mse": {"max": 0.1}}})
     run(["git", "commit", "-qam", "tiny digits"], repo)
 
     run(["dvc", "exp", "run", "-S", "model.name=autoencoder"], repo)

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from litpipe.config import DataConfig
-from litpipe.datasets import FASHION_MNIST, MNIST, load_idx_dataset
-from litpipe.download import PARTIAL, DownloadError, download_dataset
+from litpipe.config import DataConfig, load_params
+from litpipe.data.download import PARTIAL, DownloadError, download_dataset
+from litpipe.data.readers import load_idx_dataset
+from litpipe.data.registry import FASHION_MNIST, MNIST
 from tests.http_fixtures import (
     AUTH_PASSWORD,
     AUTH_USER,
@@ -42,6 +43,8 @@ from tests.http_fixtures import (
     serve,
     sha256_digests,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 IDX_LOCALS = sorted(f.local for f in FASHION_MNIST.files)
@@ -64,8 +67,10 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def cfg(dataset: str, mirrors: list[str], digests: dict[str, str], **kw: object) -> DataConfig:
-    return DataConfig(dataset=dataset, mirrors={dataset: mirrors}, digests=digests,
-                      **{"timeout": 0.5, "retries": 1, **kw})
+    """The repo's data section with these mirrors, digests and quick timeouts."""
+    base = load_params(ROOT / "params.yaml").data.model_dump()
+    return DataConfig(**{**base, "dataset": dataset, "mirrors": {dataset: mirrors},
+                         "digests": digests, "timeout": 0.5, "retries": 1, **kw})
 
 
 def fetch_error(c: DataConfig, raw: Path) -> str:
@@ -205,7 +210,7 @@ def test_private_mirror_with_basic_auth(server, tmp_path: Path) -> None:
 
 
 def test_cifar_tarball_end_to_end(server, tmp_path: Path) -> None:
-    from litpipe.cifar import load_cifar10
+    from litpipe.data.cifar import load_cifar10
 
     url, routes = server
     members = cifar_members(n=4)
@@ -239,7 +244,7 @@ def test_cifar_tarball_end_to_end(server, tmp_path: Path) -> None:
 
 def test_tampered_cifar_pickle_is_refused_at_load(server, tmp_path: Path) -> None:
     """A tarball whose digest is trusted can still hold a hostile pickle: the reader refuses."""
-    from litpipe.cifar import UnsafePickleError, load_cifar10
+    from litpipe.data.cifar import UnsafePickleError, load_cifar10
 
     url, routes = server
     evil = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0],
@@ -262,7 +267,7 @@ def test_digits_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    dest = download_dataset(DataConfig(dataset="digits", mirrors={}), tmp_path / "raw",
+    dest = download_dataset(cfg("digits", [], {}), tmp_path / "raw",
                             progress=False)
     assert files_under(tmp_path / "raw") == ["digits/MANIFEST.json"]
     m = manifest(dest)
@@ -432,7 +437,7 @@ KILL_SCRIPT = """
 import json, sys
 from pathlib import Path
 from litpipe.config import DataConfig
-from litpipe.download import download_dataset
+from litpipe.data.download import download_dataset
 download_dataset(DataConfig.model_validate(json.loads(sys.argv[1])), Path(sys.argv[2]),
                  progress=False)
 """
@@ -470,8 +475,9 @@ def test_killed_download_then_rerun(server, tmp_path: Path) -> None:
 
 def test_download_does_not_import_heavy_libraries() -> None:
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, litpipe.download; print(sorted(m for m in "
-         "('torch', 'lightning', 'mlflow', 'torchvision') if m in sys.modules))"],
+        [sys.executable, "-c", "import sys, litpipe.stage, litpipe.data.download; "
+         "print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'torchvision') "
+         "if m in sys.modules))"],
         capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "[]"

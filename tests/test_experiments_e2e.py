@@ -23,13 +23,13 @@ def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline run"], repo)
 
-    run(["dvc", "exp", "run", "-S", "train.lr=0.003"], repo)
+    run(["dvc", "exp", "run", "-S", "optimizer.lr=0.003"], repo)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     text = json.dumps(shown)
     assert "test_acc" in text and "0.003" in text
 
     for lr in ("0.001", "0.004"):
-        run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}"], repo)
+        run(["dvc", "exp", "run", "--queue", "-S", f"optimizer.lr={lr}"], repo)
     run(["dvc", "queue", "start"], repo)
     status = wait_for_queue(repo)
     assert "Failed" not in status, run(["dvc", "queue", "logs", "--help"], repo,
@@ -38,7 +38,7 @@ def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
     db = sqlite3.connect(repo / "mlflow.db")
     runs = db.execute("select run_uuid, status from runs").fetchall()
     assert len(runs) == 4, runs  # repro + exp run + 2 queued; no stray runs
-    lrs = sorted(v for (v,) in db.execute("select value from params where key='train.lr'"))
+    lrs = sorted(v for (v,) in db.execute("select value from params where key='optimizer.lr'"))
     assert lrs == ["0.001", "0.002", "0.003", "0.004"]
     for run_id, status in runs:
         assert status == "FINISHED"

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from litpipe.config import load_params
-from litpipe.gates import flatten_metrics
-from litpipe.gates import main as gate
+from litpipe.gate.check import flatten_metrics
+from litpipe.gate.cli import main as gate
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: litpipe, dvc, check-jsonschema
@@ -43,9 +43,11 @@ def git(repo: Path, *args: str) -> str:
 
 
 def write(repo: Path, metrics: dict | None, rules: dict = RULES, **gates: object) -> None:
-    """params.yaml with only a gates: section (every other section has defaults: a cnn, so
-    the classification rules apply) and, unless None, reports/metrics.json."""
-    (repo / "params.yaml").write_text(yaml.safe_dump({"gates": {"rules": rules, **gates}}))
+    """The repo's params.yaml with these gates (its model is a cnn, so the classification
+    rules apply) and, unless None, reports/metrics.json."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["gates"].update({"rules": rules, **gates})
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     if metrics is not None:
         (repo / "reports").mkdir(exist_ok=True)
         (repo / "reports/metrics.json").write_text(json.dumps(metrics))
@@ -337,7 +339,7 @@ def test_cli_in_a_subprocess(repo: Path) -> None:
 
 
 def test_gate_imports_no_torch_lightning_or_mlflow() -> None:
-    probe = ("import sys, litpipe.cli, litpipe.gates; "
+    probe = ("import sys, litpipe.cli, litpipe.gate.cli; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
              "('torch', 'lightning', 'pytorch_lightning', 'mlflow', 'torchvision')))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -2,10 +2,10 @@
 
 The point of logging every param and metric is that a user can put two runs side by side
 and see what differed and what it did. The REST API can say the data is stored; only the
-browser can say the React UI renders it. So: two digits runs differing only in `train.lr`
+browser can say the React UI renders it. So: two digits runs differing only in `optimizer.lr`
 go into one tracking DB, `mlflow server` serves it on loopback, and Selenium drives Debian's
 Chromium to the experiment's compare-runs view. Read from the rendered page: both run ids
-and names, a `train.lr` row (the only one left under "Show diff only") with each run's
+and names, a `optimizer.lr` row (the only one left under "Show diff only") with each run's
 value, and a `test_acc` row with each run's value, each in its run's column. The screenshot
 goes to reports/mlflow_compare.png (saved before the assertions, so a failure can be seen).
 
@@ -60,7 +60,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    """Two in-process train + evaluate runs into one SQLite store; only ``train.lr`` differs.
+    """Two in-process train + evaluate runs into one SQLite store; only ``optimizer.lr`` differs.
 
     The stage functions run in ``base`` with ``DVC_ROOT=base``, so the experiment's artifact
     root is ``base/mlartifacts`` and nothing lands in the developer's repository.
@@ -69,9 +69,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
     if reason:
         pytest.skip(reason)
     from litpipe.config import load_params
-    from litpipe.evaluation import evaluate_stage
-    from litpipe.preprocess import split_stage
-    from litpipe.training import train_stage
+    from litpipe.data.split import split as split_stage
+    from litpipe.evaluate import evaluate as evaluate_stage
+    from litpipe.training.train import train as train_stage
 
     base = tmp_path_factory.mktemp("ui")
     for name in ("dvc.yaml", "params.yaml"):
@@ -85,9 +85,10 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         for lr in LRS:
             params = load_params(base / "params.yaml", overrides={
-                "data.dataset": "digits", "data.val_size": 200, "train.epochs": 2,
-                "train.batch_size": 64, "train.progress_bar": False, "train.lr": float(lr),
-                "train.val_image_samples": 0, "tracking.uri": db, "evaluate.samples": 4})
+                "data.dataset": "digits", "data.val_size": 200, "trainer.max_epochs": 2,
+                "data.batch_size": 64, "trainer.enable_progress_bar": False,
+                "optimizer.lr": float(lr),
+                "callbacks.val_image_samples": 0, "tracking.uri": db, "evaluate.samples": 4})
             processed = base / "data/processed"
             if not runs:
                 split_stage(params, base / "data/raw", processed)
@@ -226,8 +227,9 @@ def test_compare_view_shows_both_runs(ui: str, two_runs: tuple[Path, list[dict[s
         driver.set_page_load_timeout(PAGE_DEADLINE_S)
         driver.get(url)
         page = wait_for(driver, lambda p: (
-            row(p["details"], "Run ID:") is not None and row(p["params"], "train.lr")
-            and len(p["metrics"].get("test_acc", [])) == 2), "both runs with train.lr, test_acc")
+            row(p["details"], "Run ID:") is not None and row(p["params"], "optimizer.lr")
+            and len(p["metrics"].get("test_acc", [])) == 2),
+            "both runs with optimizer.lr, test_acc")
         # The assistant side panel hides half the comparison in the screenshot.
         for button in driver.find_elements(
                 "css selector", '[data-component-id="mlflow.assistant.chat_panel.close"]'):
@@ -253,7 +255,7 @@ def test_compare_view_shows_both_runs(ui: str, two_runs: tuple[Path, list[dict[s
     assert sorted(run_ids) == sorted(ids), page["details"]
     column = {run_id: i for i, run_id in enumerate(run_ids)}  # the UI orders the columns
     names = row(page["details"], "Run Name:")
-    lrs = row(page["params"], "train.lr")
+    lrs = row(page["params"], "optimizer.lr")
     test_accs = page["metrics"]["test_acc"]
     for r in runs:
         i = column[r["run_id"]]
@@ -262,7 +264,7 @@ def test_compare_view_shows_both_runs(ui: str, two_runs: tuple[Path, list[dict[s
         # The UI rounds metrics for display (0.947222 -> "0.947").
         assert float(test_accs[i]) == pytest.approx(r["test_acc"], abs=5e-4), (test_accs, r)
     assert len(set(test_accs)) == 2, f"the runs should differ in test_acc: {test_accs}"
-    # Under "Show diff only", train.lr is the one parameter left: the runs differ in it alone.
-    assert [r[0] for r in diff["params"] if r] == ["train.lr"], diff["params"]
+    # Under "Show diff only", optimizer.lr is the one parameter left: the runs differ in it alone.
+    assert [r[0] for r in diff["params"] if r] == ["optimizer.lr"], diff["params"]
     for text in (*ids, *names):  # visible text, not just the DOM
         assert text in diff["text"]

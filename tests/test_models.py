@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from litpipe.config import load_params
-from litpipe.lit_module import LitClassifier
-from litpipe.models import build_network
+from litpipe.model.module import build_module
+from litpipe.model.networks import build_network
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,29 +18,37 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(("shape", "classes"), [((1, 28, 28), 10), ((3, 32, 32), 10),
                                                  ((1, 8, 8), 4)])
 def test_network_shapes(name: str, shape: tuple[int, int, int], classes: int) -> None:
-    cfg = load_params(ROOT / "params.yaml", overrides={"model.name": name}).model
-    net = build_network(cfg, shape, classes, [0.5] * shape[0], [0.25] * shape[0]).eval()
+    net = build_network(name, shape, classes, [0.5] * shape[0], [0.25] * shape[0],
+                        channels=[8, 16], hidden=[32], dropout=0.25, latent_dim=4).eval()
     out = net(torch.rand(3, *shape))
     assert out.shape == (3, classes)
 
 
 def test_normalisation_is_inside_the_network() -> None:
-    cfg = load_params(ROOT / "params.yaml").model
-    a = build_network(cfg, (1, 8, 8), 3, [0.0], [1.0]).eval()
-    b = build_network(cfg, (1, 8, 8), 3, [0.5], [1.0]).eval()
+    sizes = {"channels": [8], "hidden": [16], "dropout": 0.0, "latent_dim": 4}
+    a = build_network("cnn", (1, 8, 8), 3, [0.0], [1.0], **sizes).eval()
+    b = build_network("cnn", (1, 8, 8), 3, [0.5], [1.0], **sizes).eval()
     b.load_state_dict({k: v for k, v in a.state_dict().items() if "mean" not in k},
                       strict=False)
     x = torch.rand(2, 1, 8, 8)
     assert torch.allclose(a(x - 0.5), b(x), atol=1e-5)
 
 
+class _FakeTrainer:
+    """What configure_optimizers reads from the Trainer (cosine: epochs; onecycle: steps)."""
+
+    max_epochs = 3
+    estimated_stepping_batches = 30
+
+
 @pytest.mark.parametrize(("optimizer", "scheduler"), [("sgd", "step"), ("adam", "cosine"),
                                                        ("adamw", "none")])
 def test_configure_optimizers_follows_params(optimizer: str, scheduler: str) -> None:
     params = load_params(ROOT / "params.yaml", overrides={
-        "train.optimizer": optimizer, "train.scheduler": scheduler, "train.lr": 0.01})
-    module = LitClassifier(model=params.model.model_dump(), train=params.train.model_dump(),
-                           in_shape=[1, 8, 8], classes=list("abc"), mean=[0.0], std=[1.0])
+        "optimizer.name": optimizer, "scheduler.name": scheduler, "optimizer.lr": 0.01})
+    module = build_module(params, {"shape": [1, 8, 8], "classes": list("abc"),
+                                   "mean": [0.0], "std": [1.0]})
+    module.trainer = _FakeTrainer()  # type: ignore[assignment]
     conf = module.configure_optimizers()
     opt = conf if isinstance(conf, torch.optim.Optimizer) else conf["optimizer"]
     assert type(opt).__name__.lower() == optimizer

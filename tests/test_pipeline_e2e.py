@@ -14,31 +14,22 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import run
+from tests.conftest import edit_params, run
 
 pytestmark = pytest.mark.e2e
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 TINY = {
-    "data": {"train_size": 300, "val_size": 100, "test_size": 200},
-    "train": {"epochs": 1, "batch_size": 64, "progress_bar": False},
-    "evaluate": {"batch_size": 100, "samples": 9},
-    "export": {"parity_batch": 16},
+    "data.train_size": 300, "data.val_size": 100, "data.test_size": 200,
+    "data.batch_size": 64, "trainer.max_epochs": 1, "trainer.enable_progress_bar": False,
+    "evaluate.batch_size": 100, "evaluate.samples": 9, "export.parity_batch": 16,
 }
 
 
 def set_params(repo: Path, edits: dict) -> None:
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for section, values in edits.items():
-        if isinstance(values, dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    edit_params(repo / "params.yaml", edits)
 
 
 def ran_stages(output: str) -> set[str]:
@@ -82,7 +73,7 @@ def test_pipeline_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     db = sqlite3.connect(repo / "mlflow.db")
     assert db.execute("select count(*) from runs").fetchone()[0] == 1
     params = dict(db.execute("select key, value from params where run_uuid=?", (run_id,)))
-    assert params["train.lr"] == "0.002" and params["data.dataset"] == "fashion_mnist"
+    assert params["optimizer.lr"] == "0.002" and params["data.dataset"] == "fashion_mnist"
     metric_keys = {k for (k,) in db.execute(
         "select distinct key from metrics where run_uuid=?", (run_id,))}
     assert {"train_loss", "val_loss", "val_acc", "test_acc", "test_macro_f1",
@@ -105,23 +96,23 @@ def test_pipeline_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     assert ran_stages(third.stdout) == {"evaluate"}
 
     # A train param reruns train and everything downstream, not download or split.
-    set_params(repo, {"train": {"lr": 0.003}})
+    set_params(repo, {"optimizer.lr": 0.003})
     fourth = run(["dvc", "repro"], repo)
     assert ran_stages(fourth.stdout) == {"train", "evaluate", "export"}
 
     # A bad param fails fast with the key's path and touches no output.
     before = snapshot(repo)
     lock_before = (repo / "dvc.lock").read_text()
-    set_params(repo, {"train": {"lr": -1}})
+    set_params(repo, {"optimizer.lr": -1})
     bad = run(["dvc", "repro"], repo, check=False)
     assert bad.returncode != 0
-    assert "train.lr = -1" in bad.stdout + bad.stderr
+    assert "optimizer.lr = -1" in bad.stdout + bad.stderr
     assert snapshot(repo) == before
     assert (repo / "dvc.lock").read_text() == lock_before
 
     # Same params as the last good run (lr 0.003), from scratch in a second copy:
     # byte-identical metrics.
-    set_params(repo, {"train": {"lr": 0.003}})
+    set_params(repo, {"optimizer.lr": 0.003})
     from tests.conftest import make_repo_copy
 
     again = make_repo_copy(tmp_path / "again")

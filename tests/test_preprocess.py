@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from litpipe.config import load_params
-from litpipe.datasets import load_digits_dataset, read_idx
-from litpipe.preprocess import SplitError, load_split, make_splits, split_stage
+from litpipe.data.processed import load_split
+from litpipe.data.readers import load_digits_dataset, read_idx
+from litpipe.data.split import SplitError, make_splits
+from litpipe.data.split import split as split_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,18 +13,19 @@ import pytest
 import torch
 
 from litpipe.config import load_params
-from litpipe.evaluation import evaluate_stage
-from litpipe.export import export_stage
-from litpipe.preprocess import split_stage
-from litpipe.training import load_checkpoint_module, train_stage
+from litpipe.data.split import split as split_stage
+from litpipe.evaluate import evaluate as evaluate_stage
+from litpipe.export import export as export_stage
+from litpipe.model.module import load_module
+from litpipe.training.train import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def digits_params(tmp: Path, **extra: object):
     return load_params(ROOT / "params.yaml", overrides={
-        "data.dataset": "digits", "data.val_size": 200, "train.epochs": 2,
-        "train.batch_size": 64, "train.progress_bar": False, "evaluate.samples": 9,
+        "data.dataset": "digits", "data.val_size": 200, "trainer.max_epochs": 2,
+        "data.batch_size": 64, "trainer.enable_progress_bar": False, "evaluate.samples": 9,
         "export.parity_batch": 8, "tracking.uri": f"sqlite:///{tmp / 'mlflow.db'}",
         **extra})
 
@@ -62,7 +63,7 @@ def test_train_evaluate_export_on_digits(workdir: Path) -> None:
     ckpt = torch.load(workdir / "models/last.ckpt", weights_only=True)
     # Saved after fit: "epoch" counts the epochs completed, so a resume starts at the next.
     assert ckpt["epoch"] == 2 and ckpt["optimizer_states"] and ckpt["lr_schedulers"]
-    module = load_checkpoint_module(workdir / "models/best.ckpt")
+    module = load_module(workdir / "models/best.ckpt")
     assert module.classes == [str(i) for i in range(10)]
 
     export = json.loads((workdir / "reports/export.json").read_text())
@@ -73,7 +74,7 @@ def test_train_evaluate_export_on_digits(workdir: Path) -> None:
 
     client = MlflowClient(tracking_uri=params.tracking.uri)
     run = client.get_run(out["train"]["run_id"])
-    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["trainer.max_epochs"] == "2"
     assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
     assert run.data.tags["dataset"] == "digits"
@@ -99,12 +100,12 @@ def test_export_refuses_drift(workdir: Path) -> None:
     """A tolerance no real export can meet fails the stage and writes no export."""
     from litpipe.export import ExportError
 
-    params = digits_params(workdir, **{"train.epochs": 1})
+    params = digits_params(workdir, **{"trainer.max_epochs": 1})
     processed, models, reports = (workdir / "data/processed", workdir / "models",
                                   workdir / "reports")
     split_stage(params, workdir / "data/raw", processed)
     train_stage(params, processed, models, reports)
-    strict = digits_params(workdir, **{"train.epochs": 1, "export.tolerance": 1e-30})
+    strict = digits_params(workdir, **{"trainer.max_epochs": 1, "export.tolerance": 1e-30})
     with pytest.raises(ExportError, match="export.tolerance"):
         export_stage(strict, processed, models, reports)
     assert not (models / "export").exists()

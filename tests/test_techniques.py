@@ -20,19 +20,20 @@ import yaml
 from PIL import Image
 
 from litpipe.config import ParamsError, load_params
-from litpipe.evaluation import evaluate_stage
-from litpipe.export import export_stage
+from litpipe.data.processed import load_split
+from litpipe.data.split import split as split_stage
+from litpipe.evaluate import evaluate as evaluate_stage
+from litpipe.export import export as export_stage
 from litpipe.predict import PredictError, predict
-from litpipe.preprocess import load_split, split_stage
-from litpipe.training import train_stage
+from litpipe.training.train import train as train_stage
 from tests.conftest import pipeline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 BASE = {
-    "data.dataset": "digits", "data.val_size": 200, "train.epochs": 2,
-    "train.batch_size": 32, "train.limit_train_batches": 8, "train.progress_bar": False,
-    "train.val_image_samples": 0, "train.scheduler": "none", "evaluate.samples": 4,
+    "data.dataset": "digits", "data.val_size": 200, "trainer.max_epochs": 2,
+    "data.batch_size": 32, "trainer.limit_train_batches": 8, "trainer.enable_progress_bar": False,
+    "callbacks.val_image_samples": 0, "scheduler.name": "none", "evaluate.samples": 4,
     "export.parity_batch": 8,
 }
 
@@ -92,7 +93,7 @@ def test_classifiers_train_evaluate_export(work: Path, processed: Path, model: s
 
 
 def test_cifar_cnn_takes_colour_input() -> None:
-    from litpipe.models import CifarCNN
+    from litpipe.model.networks import CifarCNN
 
     net = CifarCNN((3, 32, 32), 10, [512, 128], 0.0, [0.5] * 3, [0.5] * 3)
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
@@ -103,8 +104,8 @@ def test_cifar_cnn_takes_colour_input() -> None:
 
 def test_autoencoder_reconstruction_task(work: Path, processed: Path) -> None:
     s = train(work, processed, **{"model.name": "autoencoder", "model.hidden": [32],
-                                  "model.latent_dim": 8, "train.val_image_samples": 4,
-                                  "train.epochs": 3, "train.limit_train_batches": 1.0})
+                                  "model.latent_dim": 8, "callbacks.val_image_samples": 4,
+                                  "trainer.max_epochs": 3, "trainer.limit_train_batches": 1.0})
     models, reports = s["dir"] / "models", s["dir"] / "reports"
     evaluate_stage(s["params"], processed, models, reports)
     metrics = json.loads((reports / "metrics.json").read_text())
@@ -125,7 +126,7 @@ def test_autoencoder_reconstruction_task(work: Path, processed: Path) -> None:
 def test_autoencoder_rejects_classification_monitor() -> None:
     with pytest.raises(ParamsError, match="reconstruction model with no accuracy"):
         load_params(ROOT / "params.yaml", overrides={
-            "model.name": "autoencoder", "train.checkpoint.monitor": "val_acc"})
+            "model.name": "autoencoder", "callbacks.checkpoint.monitor": "val_acc"})
 
 
 def test_autoencoder_with_only_a_classification_gate_is_refused(tmp_path: Path) -> None:
@@ -147,8 +148,8 @@ def test_autoencoder_with_only_a_classification_gate_is_refused(tmp_path: Path) 
 @pytest.mark.parametrize("scheduler", ["step", "cosine", "onecycle"])
 def test_schedulers_change_the_learning_rate(work: Path, processed: Path,
                                              scheduler: str) -> None:
-    s = train(work, processed, **{"train.scheduler": scheduler, "train.optimizer": "sgd",
-                                  "train.step_size": 1, "train.lr": 0.05})
+    s = train(work, processed, **{"scheduler.name": scheduler, "optimizer.name": "sgd",
+                                  "scheduler.step_size": 1, "optimizer.lr": 0.05})
     lrs = [float(r["lr"]) for r in history(s)]
     assert lrs[-1] < 0.05, (scheduler, lrs)
 
@@ -158,10 +159,10 @@ def test_schedulers_change_the_learning_rate(work: Path, processed: Path,
 def test_early_stopping_ends_training_before_max_epochs(work: Path, processed: Path) -> None:
     """min_delta larger than any loss change: no epoch after the first counts as improving,
     so with patience 1 training stops after epoch 2 of 6; disabled, it runs all 6."""
-    es = {"train.epochs": 6, "train.limit_train_batches": 2, "train.early_stopping.patience": 1,
-          "train.early_stopping.min_delta": 10.0}
+    es = {"trainer.max_epochs": 6, "trainer.limit_train_batches": 2,
+          "callbacks.early_stopping.patience": 1, "callbacks.early_stopping.min_delta": 10.0}
     stopped = train(work, processed, "stopped", **es)
-    full = train(work, processed, "full", **{**es, "train.early_stopping.enabled": False})
+    full = train(work, processed, "full", **{**es, "callbacks.early_stopping.enabled": False})
     assert stopped["epochs_run"] == len(history(stopped)) == 2
     assert full["epochs_run"] == len(history(full)) == 6
 
@@ -170,10 +171,11 @@ def test_early_stopping_ends_training_before_max_epochs(work: Path, processed: P
 def test_best_checkpoint_is_the_best_epoch_by_the_monitor(work: Path, processed: Path,
                                                           monitor: str, mode: str) -> None:
     """models/best.ckpt is the epoch the monitored metric liked best, last.ckpt the last."""
-    s = train(work, processed, **{"train.epochs": 4, "train.lr": 0.05, "train.optimizer": "sgd",
-                                  "train.early_stopping.enabled": False,
-                                  "train.checkpoint.monitor": monitor,
-                                  "train.checkpoint.mode": mode})
+    s = train(work, processed, **{"trainer.max_epochs": 4, "optimizer.lr": 0.05,
+                                  "optimizer.name": "sgd",
+                                  "callbacks.early_stopping.enabled": False,
+                                  "callbacks.checkpoint.monitor": monitor,
+                                  "callbacks.checkpoint.mode": mode})
     values = [float(r[monitor]) for r in history(s)]
     pick = min if mode == "min" else max
     best_epoch = values.index(pick(values))
@@ -185,9 +187,9 @@ def test_best_checkpoint_is_the_best_epoch_by_the_monitor(work: Path, processed:
 
 
 def test_gradient_clipping_bounds_the_logged_norm(work: Path, processed: Path) -> None:
-    free = train(work, processed, "free", **{"train.lr": 0.05})
+    free = train(work, processed, "free", **{"optimizer.lr": 0.05})
     clipped = train(work, processed, "clipped",
-                    **{"train.lr": 0.05, "train.gradient_clip_val": 0.05})
+                    **{"optimizer.lr": 0.05, "trainer.gradient_clip_val": 0.05})
     free_max = max(float(r["grad_norm_max"]) for r in history(free))
     clipped_max = max(float(r["grad_norm_max"]) for r in history(clipped))
     assert free_max > 0.1
@@ -195,8 +197,8 @@ def test_gradient_clipping_bounds_the_logged_norm(work: Path, processed: Path) -
 
 
 def test_gradient_clipping_by_value(work: Path, processed: Path) -> None:
-    s = train(work, processed, **{"train.gradient_clip_val": 1e-4,
-                                  "train.gradient_clip_algorithm": "value"})
+    s = train(work, processed, **{"trainer.gradient_clip_val": 1e-4,
+                                  "trainer.gradient_clip_algorithm": "value"})
     n_params = sum(p.numel() for p in weights(s["dir"] / "models/last.ckpt").values())
     # Every component is within ±1e-4, so the norm is at most 1e-4·sqrt(#params).
     assert max(float(r["grad_norm_max"]) for r in history(s)) <= 1e-4 * n_params ** 0.5
@@ -204,7 +206,7 @@ def test_gradient_clipping_by_value(work: Path, processed: Path) -> None:
 
 def test_accumulation_halves_optimizer_steps(work: Path, processed: Path) -> None:
     plain = train(work, processed, "plain")
-    acc = train(work, processed, "acc", **{"train.accumulate_grad_batches": 2})
+    acc = train(work, processed, "acc", **{"trainer.accumulate_grad_batches": 2})
     assert plain["optimizer_steps"] == 16  # 2 epochs × 8 batches
     assert acc["optimizer_steps"] == 8
     steps = client(work).get_run(acc["run_id"]).data.metrics["optimizer_steps"]
@@ -212,9 +214,9 @@ def test_accumulation_halves_optimizer_steps(work: Path, processed: Path) -> Non
 
 
 def test_swa_changes_the_weights(work: Path, processed: Path) -> None:
-    plain = train(work, processed, "plain", **{"train.epochs": 3})
-    swa = train(work, processed, "swa", **{"train.epochs": 3, "train.swa.enabled": True,
-                                           "train.swa.epoch_start": 1})
+    plain = train(work, processed, "plain", **{"trainer.max_epochs": 3})
+    swa = train(work, processed, "swa", **{"trainer.max_epochs": 3, "callbacks.swa.enabled": True,
+                                           "callbacks.swa.epoch_start": 1})
     assert swa["best_from"] == "swa"
     a, b = weights(plain["dir"] / "models/best.ckpt"), weights(swa["dir"] / "models/best.ckpt")
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("net."))
@@ -222,30 +224,30 @@ def test_swa_changes_the_weights(work: Path, processed: Path) -> None:
 
 def test_bf16_precision_changes_the_numbers(work: Path, processed: Path) -> None:
     fp32 = train(work, processed, "fp32")
-    bf16 = train(work, processed, "bf16", **{"train.precision": "bf16-mixed"})
+    bf16 = train(work, processed, "bf16", **{"trainer.precision": "bf16-mixed"})
     assert history(fp32)[-1]["train_loss"] != history(bf16)[-1]["train_loss"]
 
 
 def test_16_mixed_needs_a_gpu() -> None:
     with pytest.raises(ParamsError, match="16-mixed' needs a CUDA GPU"):
-        load_params(ROOT / "params.yaml", overrides={"train.precision": "16-mixed"})
+        load_params(ROOT / "params.yaml", overrides={"trainer.precision": "16-mixed"})
 
 
 def test_fast_dev_run_runs_one_batch_and_still_writes_outputs(work: Path,
                                                               processed: Path) -> None:
-    s = train(work, processed, **{"train.fast_dev_run": True})
+    s = train(work, processed, **{"trainer.fast_dev_run": True})
     assert s["optimizer_steps"] == 1
     assert (s["dir"] / "models/best.ckpt").exists() and (s["dir"] / "models/run.json").exists()
 
 
 def test_limit_batches(work: Path, processed: Path) -> None:
-    s = train(work, processed, **{"train.limit_train_batches": 3, "train.epochs": 1})
+    s = train(work, processed, **{"trainer.limit_train_batches": 3, "trainer.max_epochs": 1})
     assert s["optimizer_steps"] == 3
 
 
 @pytest.mark.parametrize("kind", ["simple", "advanced"])
 def test_profiler_report_is_an_mlflow_artifact(work: Path, processed: Path, kind: str) -> None:
-    s = train(work, processed, **{"train.profiler": kind, "train.epochs": 1})
+    s = train(work, processed, **{"trainer.profiler": kind, "trainer.max_epochs": 1})
     c = client(work)
     [report] = [f.path for f in c.list_artifacts(s["run_id"], "train")
                 if "profile" in f.path]
@@ -254,9 +256,9 @@ def test_profiler_report_is_an_mlflow_artifact(work: Path, processed: Path, kind
 
 
 def test_lr_auto_runs_the_finder(work: Path, processed: Path) -> None:
-    s = train(work, processed, **{"train.lr": "auto", "train.tuner.num_training": 30,
-                                  "train.tuner.max_lr": 0.3, "train.epochs": 1,
-                                  "train.limit_train_batches": 1.0})
+    s = train(work, processed, **{"optimizer.lr": "auto", "tuner.num_training": 30,
+                                  "tuner.max_lr": 0.3, "trainer.max_epochs": 1,
+                                  "trainer.limit_train_batches": 1.0})
     tuning = json.loads((s["dir"] / "reports/tuning.json").read_text())
     assert tuning["lr_tuned"] is True and 1e-6 <= tuning["lr"] <= 1.0
     assert tuning["lr"] != 1e-3  # the placeholder value before tuning
@@ -269,8 +271,8 @@ def test_lr_auto_runs_the_finder(work: Path, processed: Path) -> None:
 
 
 def test_batch_size_auto_runs_the_finder(work: Path, processed: Path) -> None:
-    s = train(work, processed, **{"train.batch_size": "auto", "train.tuner.max_batch_size": 256,
-                                  "train.epochs": 1})
+    s = train(work, processed, **{"data.batch_size": "auto", "tuner.max_batch_size": 256,
+                                  "trainer.max_epochs": 1})
     tuning = json.loads((s["dir"] / "reports/tuning.json").read_text())
     assert tuning["batch_size_tuned"] is True
     assert 16 < tuning["batch_size"] <= 256
@@ -278,27 +280,8 @@ def test_batch_size_auto_runs_the_finder(work: Path, processed: Path) -> None:
         str(tuning["batch_size"])
 
 
-def test_resume_restores_epoch_and_optimizer_state(work: Path, processed: Path) -> None:
-    first = train(work, processed, "first", **{"train.epochs": 1, "train.scheduler": "step",
-                                               "train.step_size": 1, "train.lr": 0.1,
-                                               "train.optimizer": "sgd"})
-    ckpt = work / "first/models/last.ckpt"
-    resumed = train(work, processed, "resumed", **{
-        "train.epochs": 2, "train.scheduler": "step", "train.step_size": 1, "train.lr": 0.1,
-        "train.optimizer": "sgd", "train.resume_from": str(ckpt)})
-    rows = history(resumed)
-    assert [r["epoch"] for r in rows] == ["1"]  # continues, does not restart at 0
-    assert resumed["optimizer_steps"] == 2 * first["optimizer_steps"]
-    assert float(rows[0]["lr"]) == pytest.approx(0.01)  # StepLR state carried over
-
-
-def test_resume_from_missing_checkpoint(work: Path, processed: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="train.resume_from"):
-        train(work, processed, **{"train.resume_from": "models/nope.ckpt"})
-
-
 def test_validation_image_logger(work: Path, processed: Path) -> None:
-    s = train(work, processed, **{"train.val_image_samples": 9})
+    s = train(work, processed, **{"callbacks.val_image_samples": 9})
     grids = [f.path for f in client(work).list_artifacts(s["run_id"], "val_predictions")]
     assert grids == ["val_predictions/epoch_000.png", "val_predictions/epoch_001.png"]
 
@@ -309,7 +292,7 @@ def test_ddp_on_cpu_one_run_rank_zero_outputs(work: Path, processed: Path) -> No
     (work / "stages").mkdir()
     shutil.copy2(ROOT / "stages/train.py", work / "stages/train.py")
     params = load_params(ROOT / "params.yaml", overrides={
-        **BASE, "train.devices": 2, "train.strategy": "ddp",
+        **BASE, "trainer.devices": 2, "trainer.strategy": "ddp",
         "tracking.uri": f"sqlite:///{work / 'mlflow.db'}"})
     import yaml
 
@@ -332,7 +315,7 @@ def test_ddp_on_cpu_one_run_rank_zero_outputs(work: Path, processed: Path) -> No
 # ---------------------------------------------------------------------------- predict
 
 def test_predict_agrees_with_evaluate(work: Path, processed: Path) -> None:
-    s = train(work, processed, **{"train.epochs": 3, "train.limit_train_batches": 1.0})
+    s = train(work, processed, **{"trainer.max_epochs": 3, "trainer.limit_train_batches": 1.0})
     models = s["dir"] / "models"
     export_stage(s["params"], processed, models, s["dir"] / "reports")
     x, y = load_split(processed, "test")
@@ -341,9 +324,9 @@ def test_predict_agrees_with_evaluate(work: Path, processed: Path) -> None:
         path = work / f"img{i}.png"
         Image.fromarray(np.asarray(x[i][0])).save(path)
         files.append(path)
-    from litpipe.training import load_checkpoint_module
+    from litpipe.model.module import load_module
 
-    module = load_checkpoint_module(models / "best.ckpt")
+    module = load_module(models / "best.ckpt")
     with torch.no_grad():
         expected = module(torch.from_numpy(np.array(x[:6])).float() / 255).argmax(1).tolist()
     by_ckpt = predict(files, checkpoint=models / "best.ckpt")
@@ -387,8 +370,8 @@ def test_cifar_cnn_through_train_evaluate_export(work: Path) -> None:
              "class_counts": {k: [0] * 10 for k in counts}, "hashes": {}, "data_hash": "x"}
     (processed / "stats.json").write_text(json.dumps(stats))
     s = train(work, processed, **{"data.dataset": "cifar10", "model.name": "cifar_cnn",
-                                  "model.hidden": [64], "train.epochs": 1,
-                                  "train.batch_size": 16, "train.limit_train_batches": 1.0})
+                                  "model.hidden": [64], "trainer.max_epochs": 1,
+                                  "data.batch_size": 16, "trainer.limit_train_batches": 1.0})
     module = torch.load(s["dir"] / "models/best.ckpt", weights_only=True)
     assert module["state_dict"]["net.features.1.weight"].shape == (32, 3, 3, 3)
     evaluate_stage(s["params"], processed, s["dir"] / "models", s["dir"] / "reports")

@@ -22,7 +22,8 @@ def test_default_is_sqlite_at_repo_root(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
-    assert resolve_tracking_uri(TrackingConfig()) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    expected = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri(TrackingConfig(uri=None, experiment="litpipe")) == expected
 
 
 def test_dvc_root_wins_over_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,13 +33,14 @@ def test_dvc_root_wins_over_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (exp_copy / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.chdir(exp_copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert resolve_tracking_uri(TrackingConfig()) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    expected = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri(TrackingConfig(uri=None, experiment="litpipe")) == expected
 
 
 def test_env_then_param(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_tracking_uri(TrackingConfig(uri="http://127.0.0.1:1")) == "http://127.0.0.1:1"
+    assert resolve_tracking_uri(TrackingConfig(uri="http://127.0.0.1:1", experiment="litpipe")) == "http://127.0.0.1:1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:2")
-    assert resolve_tracking_uri(TrackingConfig(uri="http://127.0.0.1:1")) == "http://127.0.0.1:2"
+    assert resolve_tracking_uri(TrackingConfig(uri="http://127.0.0.1:1", experiment="litpipe")) == "http://127.0.0.1:2"
 
 
 def closed_port() -> int:
@@ -87,7 +89,7 @@ def test_check_reachable_silent_server_times_out() -> None:
 def processed_repo(tmp_path: Path) -> Path:
     """A directory with params.yaml and data/processed (digits) ready for the train stage."""
     from litpipe.config import load_params
-    from litpipe.preprocess import split_stage
+    from litpipe.data.split import split as split_stage
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update({"dataset": "digits", "val_size": 100})
@@ -103,7 +105,7 @@ def processed_repo(tmp_path: Path) -> Path:
 def test_train_stage_fails_fast_on_unreachable_server(processed_repo: Path) -> None:
     uri = f"http://127.0.0.1:{closed_port()}"
     env = {**pipeline_env(), "MLFLOW_TRACKING_URI": uri}
-    # The stage checks the server before importing lightning; the subprocess timeout only
+    # The stage checks the server before any training; the subprocess timeout only
     # catches a hang (the time it takes is measured in bench/, not asserted here).
     proc = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=processed_repo,
                           env=env, capture_output=True, text=True, timeout=120)

@@ -8,13 +8,14 @@ stage writes goes to a temporary name in the same directory (same filesystem, so
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from litpipe.formats import json_text
 
 
 def _umask() -> int:
@@ -49,8 +50,8 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as stable JSON (sorted keys, fixed indent): same data, same bytes."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` as stable JSON (:func:`litpipe.formats.json_text`), atomically."""
+    write_text(path, json_text(obj))
 
 
 @contextlib.contextmanager

@@ -1,37 +1,62 @@
-"""``litpipe`` command line: one entry point, sub-commands imported lazily.
+"""``litpipe``: the command line (``validate``, ``gate``, ``predict``).
 
-Each sub-command imports only what it needs, so ``litpipe gate`` never pays for torch and
-``litpipe validate`` answers in a fraction of a second.
+Each sub-command imports what it needs only when it runs, so ``litpipe gate`` never pays for
+torch and ``litpipe validate`` answers in a fraction of a second. The pipeline's stages are
+not sub-commands: ``dvc.yaml`` runs ``stages/<name>.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# name -> (module, help). Each module exposes ``main(argv: list[str]) -> int``.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("litpipe.stage_runner", "validate params.yaml and print the typed config"),
-    "stage": ("litpipe.stage_runner", "run one pipeline stage (what dvc.yaml calls)"),
-    "gate": ("litpipe.gates", "check metrics against thresholds and a git baseline"),
-    "predict": ("litpipe.predict", "classify PNG/JPEG files with a checkpoint or ONNX model"),
-}
+from litpipe.errors import LitpipeError
+
+
+def validate(argv: list[str]) -> int:
+    """Print the validated params as JSON, or the errors (exit 2)."""
+    from litpipe.config import load_params
+
+    parser = argparse.ArgumentParser(prog="litpipe validate",
+                                     description="validate params.yaml and print it typed")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except LitpipeError as exc:
+        print(f"litpipe validate: error: {exc}", file=sys.stderr)
+        return 2
+    print(params.model_dump_json(indent=2))
+    return 0
+
+
+def gate(argv: list[str]) -> int:
+    """Check metrics against bounds and a git baseline (exit 0 pass, 1 fail, 2 error)."""
+    from litpipe.gate.cli import main
+
+    return main(argv)
+
+
+def predict(argv: list[str]) -> int:
+    """Classify image files with the trained model."""
+    from litpipe.predict import main
+
+    return main(argv)
+
+
+COMMANDS = {"validate": validate, "gate": gate, "predict": predict}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="litpipe", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(
-        f"{k}: {v[1]}" for k, v in sorted(COMMANDS.items())))
+        f"{name}: {func.__doc__.splitlines()[0]}" for name, func in sorted(COMMANDS.items())))
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
-    args, rest = parser.parse_known_args(argv[:1])
-    module = importlib.import_module(COMMANDS[args.command][0])
-    if args.command in ("validate", "stage"):
-        return int(module.main([args.command, *argv[1:]]) or 0)
-    return int(module.main(argv[1:]) or 0)
+    args = parser.parse_args(argv[:1])
+    return int(COMMANDS[args.command](argv[1:]) or 0)
 
 
 if __name__ == "__main__":

@@ -1,220 +1,309 @@
-"""Typed, validated view of ``params.yaml``.
+"""The schema of ``params.yaml``: every knob, its type and its allowed range.
 
-Every stage calls :func:`load_params` first thing, before importing torch or lightning, so
-that a typo in ``params.yaml`` costs a fraction of a second instead of an hour of training.
-Unknown keys are errors (``extra="forbid"``): a misspelt knob that silently does nothing is
-worse than a crash.
+Every stage validates the whole file first, before importing torch, lightning or mlflow, so
+a typo costs a fraction of a second instead of an hour of training. Unknown keys are errors
+(``extra="forbid"`` on every section): a misspelt knob that silently does nothing is worse
+than a crash. No field has a default: ``params.yaml`` is the only place a value is set, so
+a value can never change without DVC seeing the change and rerunning what depends on it.
+
+The sections mirror Lightning's own split (as LightningCLI lays out a config): ``data`` for
+the DataModule, ``model`` for the network, ``optimizer``/``scheduler`` for
+``configure_optimizers``, ``trainer`` for the keyword arguments of ``lightning.Trainer``,
+``callbacks`` and ``tuner`` for what is added around it.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from litpipe.gate_rules import TASK_METRICS, GatesConfig
+from litpipe.errors import LitpipeError
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits"]
+Task = Literal["classification", "reconstruction"]
+# model.name -> what it learns; the task decides the metrics evaluate writes and the gate
+# rules that apply.
+MODEL_TASKS: dict[str, Task] = {"cnn": "classification", "mlp": "classification",
+                                "cifar_cnn": "classification", "autoencoder": "reconstruction"}
+ModelName = Literal[tuple(MODEL_TASKS)]  # type: ignore[valid-type]  # one list of names
+# What the evaluate stage writes to reports/metrics.json for each task (flattened keys;
+# per_class_acc is a mapping, so rules name per_class_acc.<class>).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("test_acc", "test_macro_f1", "test_loss", "per_class_acc"),
+    "reconstruction": ("test_mse", "test_mae"),
+}
+MAPPING_METRICS = frozenset({"per_class_acc"})
+Monitor = Literal["val_loss", "val_acc"]
+PositiveFraction = Annotated[float, Field(gt=0.0, le=1.0)]
+BatchCount = Annotated[int, Field(ge=1)]
 
 
-class _Strict(BaseModel):
+class Section(BaseModel):
+    """A params.yaml section: unknown keys are errors, values cannot change after loading."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
-    dataset: DatasetName = "fashion_mnist"
+class DataConfig(Section):
+    """download (mirrors, digests, network), split (sizes) and the DataModule (batches)."""
+
+    dataset: DatasetName
     mirrors: dict[DatasetName, list[str]] = Field(
-        default_factory=dict,
-        description="Mirrors per dataset, tried in order: file://, http(s):// URLs or paths.",
-    )
+        description="per dataset, tried in order: file://, http(s):// URLs or directories")
     digests: dict[str, str] = Field(
-        default_factory=dict,
-        description="Override of expected digests, keyed by remote file name "
-        "('sha256:<hex>' of decompressed content or 'md5:<hex>' of the archive).",
-    )
-    timeout: float = Field(30.0, gt=0, le=600, description="connect/read timeout, seconds")
-    retries: int = Field(2, ge=0, le=10, description="extra attempts per mirror")
-    val_size: int = Field(5000, ge=1)
-    train_size: int | None = Field(None, ge=1, description="cap on training samples")
-    test_size: int | None = Field(None, ge=1, description="cap on test samples")
+        description="expected digests by remote file name: 'sha256:<hex>' of the "
+        "decompressed content or 'md5:<hex>' of the archive")
+    timeout: float = Field(gt=0, le=600, description="connect/read timeout, seconds")
+    retries: int = Field(ge=0, le=10, description="extra attempts per mirror")
+    val_size: int = Field(ge=1, description="held out of the training set, seeded")
+    train_size: int | None = Field(ge=1, description="cap on training samples; null: all")
+    test_size: int | None = Field(ge=1, description="cap on test samples; null: all")
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
+        description="a number, or auto: Lightning's batch-size finder")
+    num_workers: int = Field(ge=0, le=64, description="DataLoader worker processes")
+    augment: bool = Field(description="random shifts (+ flips for fashion_mnist, cifar10)")
 
 
-ModelName = Literal["cnn", "mlp", "cifar_cnn", "autoencoder"]
-RECONSTRUCTION_MODELS = ("autoencoder",)
+class ModelConfig(Section):
+    """The network: which one, and its sizes."""
 
-
-class ModelConfig(_Strict):
-    name: ModelName = "cnn"
-    channels: list[int] = Field(default=[32, 64], min_length=1, max_length=4,
-                                description="conv block widths (cnn)")
-    hidden: list[int] = Field(default=[128], min_length=1, max_length=4,
-                              description="fully-connected sizes (cnn, mlp, cifar_cnn, "
-                              "autoencoder encoder)")
-    dropout: float = Field(0.25, ge=0.0, lt=1.0)
-    latent_dim: int = Field(16, ge=1, le=4096, description="autoencoder code size")
+    name: ModelName
+    channels: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, max_length=4, description="conv block widths (cnn)")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, max_length=4, description="fully-connected sizes")
+    dropout: float = Field(ge=0.0, lt=1.0)
+    latent_dim: int = Field(ge=1, le=4096, description="autoencoder code size")
 
     @property
-    def task(self) -> Literal["classification", "reconstruction"]:
+    def task(self) -> Task:
         """What the model learns; decides the metrics evaluate writes."""
-        return "reconstruction" if self.name in RECONSTRUCTION_MODELS else "classification"
+        return MODEL_TASKS[self.name]
+
+
+class OptimizerConfig(Section):
+    name: Literal["sgd", "adam", "adamw"]
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] | Literal["auto"] = Field(
+        description="a number, or auto: Lightning's learning-rate finder")
+    weight_decay: float = Field(ge=0.0)
+    momentum: float = Field(ge=0.0, lt=1.0, description="sgd only")
+
+
+class SchedulerConfig(Section):
+    name: Literal["none", "step", "cosine", "onecycle"]
+    step_size: int = Field(ge=1, description="epochs per decay (step)")
+    gamma: float = Field(gt=0.0, le=1.0, description="decay factor (step)")
+
+
+class TrainerConfig(Section):
+    """Keyword arguments of ``lightning.Trainer``, passed as they are (``profiler`` is turned
+    into a profiler that writes its report to a file, so it can go to MLflow)."""
+
+    max_epochs: int = Field(ge=1, le=10_000)
+    accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"]
+    devices: Annotated[int, Field(ge=1, le=64)] | Literal["auto"]
+    strategy: Literal["auto", "ddp", "ddp_spawn", "single_device"]
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"]
+    accumulate_grad_batches: int = Field(ge=1, le=1024)
+    gradient_clip_val: float | None = Field(gt=0.0, description="null: no clipping")
+    gradient_clip_algorithm: Literal["norm", "value"]
+    fast_dev_run: bool | Annotated[int, Field(ge=0)] = Field(
+        description="true or N: run N batches as a smoke test")
+    limit_train_batches: PositiveFraction | BatchCount
+    limit_val_batches: PositiveFraction | BatchCount
+    enable_progress_bar: bool
+    profiler: Literal["none", "simple", "advanced"]
 
     @model_validator(mode="after")
-    def _positive_sizes(self) -> ModelConfig:
-        for key in ("channels", "hidden"):
-            if any(v < 1 for v in getattr(self, key)):
-                raise ValueError(f"model.{key}: every size must be >= 1")
+    def _gpu_only(self) -> TrainerConfig:
+        if self.precision == "16-mixed" and self.accelerator not in ("gpu", "cuda"):
+            raise ValueError(
+                f"precision '16-mixed' needs a CUDA GPU (trainer.accelerator is "
+                f"'{self.accelerator}'); on CPU use 'bf16-mixed' or '32-true'")
         return self
 
-
-class EarlyStoppingConfig(_Strict):
-    enabled: bool = True
-    monitor: Literal["val_loss", "val_acc"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    patience: int = Field(3, ge=0)
-    min_delta: float = Field(0.0, ge=0.0)
+    @property
+    def multi_device(self) -> bool:
+        """More than one training process (the finders cannot run then)."""
+        return (self.devices == "auto" or self.devices > 1
+                or self.strategy.startswith("ddp"))
 
 
-class CheckpointConfig(_Strict):
-    monitor: Literal["val_loss", "val_acc"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
+class EarlyStoppingConfig(Section):
+    enabled: bool
+    monitor: Monitor
+    mode: Literal["min", "max"]
+    patience: int = Field(ge=0)
+    min_delta: float = Field(ge=0.0)
 
 
-class SWAConfig(_Strict):
+class CheckpointConfig(Section):
+    """``models/best.ckpt`` is the epoch this metric liked best."""
+
+    monitor: Monitor
+    mode: Literal["min", "max"]
+
+
+class SWAConfig(Section):
     """Stochastic Weight Averaging (Lightning's StochasticWeightAveraging callback)."""
 
-    enabled: bool = False
-    lrs: float = Field(0.01, gt=0.0, description="SWA learning rate")
-    epoch_start: float | int = Field(0.8, gt=0, description="fraction of epochs or an epoch")
-    annealing_epochs: int = Field(2, ge=1)
+    enabled: bool
+    lrs: float = Field(gt=0.0, description="SWA learning rate")
+    epoch_start: float | int = Field(gt=0, description="fraction of epochs or an epoch")
+    annealing_epochs: int = Field(ge=1)
 
 
-class TunerConfig(_Strict):
-    """Bounds for Lightning's learning-rate and batch-size finders (lr/batch_size: auto)."""
-
-    min_lr: float = Field(1e-6, gt=0.0)
-    max_lr: float = Field(1.0, gt=0.0)
-    num_training: int = Field(50, ge=10, description="lr finder steps")
-    max_batch_size: int = Field(1024, ge=2, description="batch-size finder upper bound")
-    steps_per_trial: int = Field(3, ge=1)
-
-
-class TrainConfig(_Strict):
-    epochs: int = Field(10, ge=1, le=10_000)
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
-        128, description="a number, or auto: Lightning's batch-size finder")
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: Annotated[float, Field(gt=0.0, le=10.0)] | Literal["auto"] = Field(
-        0.002, description="a number, or auto: Lightning's learning-rate finder")
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
-    scheduler: Literal["none", "step", "cosine", "onecycle"] = "onecycle"
-    step_size: int = Field(5, ge=1, description="epochs per decay, scheduler=step")
-    gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor, scheduler=step")
-    augment: bool = Field(True, description="random shifts (and flips for cifar10)")
-    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    checkpoint: CheckpointConfig = CheckpointConfig()
-    swa: SWAConfig = SWAConfig()
-    tuner: TunerConfig = TunerConfig()
-    accumulate_grad_batches: int = Field(1, ge=1, le=1024)
-    gradient_clip_val: float | None = Field(None, gt=0.0, description="null: no clipping")
-    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
-    accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
-    devices: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
-    strategy: Literal["auto", "ddp", "ddp_spawn", "single_device"] = "auto"
-    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
-    num_workers: int = Field(0, ge=0, le=64)
-    fast_dev_run: bool | Annotated[int, Field(ge=0)] = False
-    limit_train_batches: Annotated[float, Field(gt=0.0, le=1.0)] | Annotated[int, Field(ge=1)] \
-        = 1.0
-    limit_val_batches: Annotated[float, Field(gt=0.0, le=1.0)] | Annotated[int, Field(ge=1)] \
-        = 1.0
-    profiler: Literal["none", "simple", "advanced"] = "none"
-    val_image_samples: int = Field(16, ge=0, le=64, description="images in the per-epoch "
+class CallbacksConfig(Section):
+    early_stopping: EarlyStoppingConfig
+    checkpoint: CheckpointConfig
+    swa: SWAConfig
+    val_image_samples: int = Field(ge=0, le=64, description="images in the per-epoch "
                                    "validation prediction grid logged to MLflow; 0: off")
-    resume_from: str | None = Field(None, description="checkpoint to continue training from")
-    progress_bar: bool = True
+
+
+class TunerConfig(Section):
+    """Bounds of Lightning's learning-rate and batch-size finders (used when set to auto)."""
+
+    min_lr: float = Field(gt=0.0)
+    max_lr: float = Field(gt=0.0)
+    num_training: int = Field(ge=10, description="lr finder steps")
+    max_batch_size: int = Field(ge=2, description="batch-size finder upper bound")
+    steps_per_trial: int = Field(ge=1)
+
+
+class EvaluateConfig(Section):
+    batch_size: int = Field(ge=1)
+    samples: int = Field(ge=1, le=256, description="images in reports/samples.png")
+
+
+class ExportConfig(Section):
+    opset: int = Field(ge=13, le=23)
+    tolerance: float = Field(gt=0.0, description="max abs diff vs PyTorch")
+    parity_batch: int = Field(ge=1)
+    registered_model: str = Field(min_length=1)
+
+
+class TrackingConfig(Section):
+    uri: str | None = Field(description="MLflow tracking URI; null: SQLite DB at the repo "
+                            "root. The MLFLOW_TRACKING_URI environment variable wins.")
+    experiment: str = Field(min_length=1)
+
+
+class MetricRule(Section):
+    """Bounds on one metric: absolute (``min``/``max``) and against the baseline."""
+
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = Field(None, ge=0.0, description="largest fall below baseline")
+    max_rise: float | None = Field(None, ge=0.0, description="largest rise above baseline")
+    relative: bool = Field(False, description="max_drop/max_rise as a fraction of baseline")
 
     @model_validator(mode="after")
-    def _combinations(self) -> TrainConfig:
-        gpu = self.accelerator in ("gpu", "cuda")
-        if self.precision == "16-mixed" and not gpu:
+    def _some_bound(self) -> MetricRule:
+        if all(v is None for v in (self.min, self.max, self.max_drop, self.max_rise)):
+            raise ValueError("a rule needs at least one of min, max, max_drop, max_rise")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        if self.relative and self.max_drop is None and self.max_rise is None:
+            # relative only scales max_drop/max_rise; alone it would silently do nothing.
+            raise ValueError("relative: true needs max_drop or max_rise (it scales them by "
+                             "the baseline value; min/max are always absolute)")
+        return self
+
+
+def metric_belongs(metric: str, task: str) -> bool:
+    """Whether ``metric`` (a flattened key of metrics.json) is one ``task`` produces."""
+    return any(metric == m or metric.startswith(m + ".") for m in TASK_METRICS[task])
+
+
+def _is_revision(rev: str) -> bool:
+    return bool(rev) and not rev.startswith("-") and not any(c.isspace() for c in rev)
+
+
+class GatesConfig(Section):
+    """Which metrics files to read, which baseline to compare with, and the rules per task."""
+
+    metrics_files: list[str] = Field(min_length=1)
+    baseline: str | None = Field(description="git revision; null: no regression rules")
+    missing_baseline: Literal["pass", "fail"] = Field(
+        description="verdict when the baseline revision or its metrics are absent")
+    rules: dict[Task, dict[str, MetricRule]]
+
+    @model_validator(mode="after")
+    def _paths_revision_metrics(self) -> GatesConfig:
+        # Metrics files are read from the work tree *and* from git at the baseline revision,
+        # so they must be paths inside the repository, relative to its root.
+        for name in self.metrics_files:
+            if not name or name.startswith("/") or ".." in PurePosixPath(name).parts:
+                raise ValueError(f"gates.metrics_files: {name!r} must be a path relative to "
+                                 "the repository root, inside it")
+        if self.baseline is not None and not _is_revision(self.baseline):
+            raise ValueError(f"gates.baseline: {self.baseline!r} is not a git revision (use "
+                             "null for no baseline)")
+        for task, rules in self.rules.items():
+            for metric in rules:
+                if metric in MAPPING_METRICS:
+                    raise ValueError(f"gates.rules.{task}.{metric}: {metric!r} is a mapping "
+                                     f"per class; name one entry, e.g. {metric}.<class name>")
+                if not metric_belongs(metric, task):
+                    raise ValueError(f"gates.rules.{task}.{metric}: {task} models do not "
+                                     f"report {metric!r}; they report "
+                                     f"{', '.join(TASK_METRICS[task])}")
+        return self
+
+
+class Params(Section):
+    """The whole of ``params.yaml``."""
+
+    seed: int = Field(ge=0, le=2**32 - 1)
+    data: DataConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    trainer: TrainerConfig
+    callbacks: CallbacksConfig
+    tuner: TunerConfig
+    evaluate: EvaluateConfig
+    export: ExportConfig
+    tracking: TrackingConfig
+    gates: GatesConfig
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Params:
+        """Reject combinations that would only fail (or mislead) after hours of training."""
+        task = self.model.task
+        if task == "reconstruction":
+            cb = self.callbacks
+            for where, monitor in (("callbacks.checkpoint.monitor", cb.checkpoint.monitor),
+                                   ("callbacks.early_stopping.monitor",
+                                    cb.early_stopping.monitor)):
+                if monitor != "val_loss":
+                    raise ValueError(f"{where} = '{monitor}', but model.name = "
+                                     f"'{self.model.name}' is a reconstruction model with no "
+                                     "accuracy; monitor 'val_loss'")
+        if self.gates.rules and task not in self.gates.rules:
             raise ValueError(
-                f"precision '16-mixed' needs a CUDA GPU (train.accelerator is "
-                f"'{self.accelerator}'); on CPU use 'bf16-mixed' or '32-true'")
-        multi = self.devices == "auto" or (isinstance(self.devices, int) and self.devices > 1)
-        if self.batch_size == "auto" and (multi or self.strategy.startswith("ddp")):
-            raise ValueError("batch_size 'auto' (Lightning's batch-size finder) does not "
-                             "support multi-device training; set a number")
-        if self.lr == "auto" and (multi or self.strategy.startswith("ddp")):
-            raise ValueError("lr 'auto' (Lightning's learning-rate finder) does not support "
-                             "multi-device training; set a number")
+                f"model.name = '{self.model.name}' is a {task} model, but gates.rules has "
+                f"rules only for {', '.join(sorted(self.gates.rules))}; add "
+                f"gates.rules.{task} (its metrics: {', '.join(TASK_METRICS[task])}) so CI "
+                "can gate it")
+        if self.model.name == "cifar_cnn" and self.data.dataset == "digits":
+            raise ValueError("model.name = 'cifar_cnn' needs images of at least 16×16 (its "
+                             "four 3×3 convolutions and two poolings); data.dataset = "
+                             "'digits' is 8×8")
+        for knob, value in (("data.batch_size", self.data.batch_size),
+                            ("optimizer.lr", self.optimizer.lr)):
+            if value == "auto" and self.trainer.multi_device:
+                raise ValueError(f"{knob} 'auto' (Lightning's finder) does not support "
+                                 "multi-device training; set a number")
         return self
 
 
-class EvaluateConfig(_Strict):
-    batch_size: int = Field(1000, ge=1)
-    samples: int = Field(36, ge=1, le=256, description="images in reports/samples.png")
-
-
-class ExportConfig(_Strict):
-    opset: int = Field(18, ge=13, le=23)
-    tolerance: float = Field(1e-4, gt=0.0)
-    parity_batch: int = Field(64, ge=1)
-    registered_model: str = Field("litpipe-classifier", min_length=1)
-
-
-class TrackingConfig(_Strict):
-    uri: str | None = Field(
-        None, description="MLflow tracking URI; null: sqlite DB at the repo root. "
-        "The MLFLOW_TRACKING_URI environment variable wins over both."
-    )
-    experiment: str = Field("litpipe", min_length=1)
-
-
-def _check_task(params: Params) -> None:
-    """Reject combinations that only fail (or silently mislead) after hours of training."""
-    if params.model.task == "reconstruction":
-        for where, monitor in (("train.checkpoint.monitor", params.train.checkpoint.monitor),
-                               ("train.early_stopping.monitor",
-                                params.train.early_stopping.monitor)):
-            if monitor != "val_loss":
-                raise ValueError(f"{where} = '{monitor}', but model.name = "
-                                 f"'{params.model.name}' is a reconstruction model with no "
-                                 "accuracy; monitor 'val_loss'")
-    rules = params.gates.rules
-    if rules and params.model.task not in rules:
-        # The gate would refuse this model (exit 2) only after training, evaluation, export.
-        raise ValueError(
-            f"model.name = '{params.model.name}' is a {params.model.task} model, but "
-            f"gates.rules has rules only for {', '.join(sorted(rules))}; add "
-            f"gates.rules.{params.model.task} (its metrics: "
-            f"{', '.join(TASK_METRICS[params.model.task])}) so CI can gate it")
-    if params.model.name == "cifar_cnn" and params.data.dataset == "digits":
-        raise ValueError("model.name = 'cifar_cnn' needs images of at least 16×16 (its four "
-                         "3×3 convolutions and two poolings); data.dataset = 'digits' is 8×8")
-
-
-class Params(_Strict):
-    seed: int = Field(42, ge=0, le=2**32 - 1)
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    export: ExportConfig = ExportConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    gates: GatesConfig = GatesConfig()
-
-    @model_validator(mode="after")
-    def _cross_section(self) -> Params:
-        _check_task(self)
-        return self
-
-
-class ParamsError(ValueError):
+class ParamsError(LitpipeError):
     """``params.yaml`` is missing, unreadable or invalid; the message says where and why."""
 
 
@@ -232,7 +321,9 @@ def _format_errors(err: ValidationError, source: Path) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not _UNION_TAG.match(str(p))) or "(top level)"
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see README 'Params')"
+            msg = "unknown key (check the spelling against params.yaml's comments)"
+        elif e["type"] == "missing":
+            msg = "missing: every knob must be set in params.yaml"
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if not isinstance(e.get("input"), dict | list):
@@ -246,36 +337,28 @@ def _format_errors(err: ValidationError, source: Path) -> str:
     return "\n".join(lines)
 
 
-def find_repo_root(start: Path | None = None) -> Path:
-    """The repository root: ``$DVC_ROOT`` when DVC runs us, else the nearest parent holding
-    ``dvc.yaml``.
-
-    ``dvc exp run --queue`` runs stages in a temporary copy of the repo; ``DVC_ROOT`` then
-    names the real one, which is where things that outlive the experiment (the MLflow DB)
-    belong.
-    """
-    env = os.environ.get("DVC_ROOT")
-    if env:
-        return Path(env).resolve()
-    here = (start or Path.cwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "dvc.yaml").exists() or (p / ".dvc").is_dir():
-            return p
-    return here
-
-
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None
                 ) -> Params:
-    """Read and validate ``path``; raise :class:`ParamsError` naming every bad key."""
+    """Read and validate ``path``; raise :class:`ParamsError` naming every bad key.
+
+    ``overrides`` (``{"optimizer.lr": 0.01}``) replace values after reading, as
+    ``dvc exp run -S`` does; tests use them to derive small configs from the real file.
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as exc:
-        raise ParamsError(f"{path}: not found (run from the repository root)") from exc
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: cannot read it ({exc})") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise ParamsError(f"{path}: empty; it must hold every section of litpipe's params "
+                          "(restore it with `git checkout -- params.yaml`)")
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+        raise ParamsError(f"{path}: top level must be a mapping of sections, got "
+                          f"{type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
@@ -286,18 +369,3 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         return Params.model_validate(raw)
     except ValidationError as exc:
         raise ParamsError(_format_errors(exc, path)) from None
-
-
-def flatten(params: Params) -> dict[str, Any]:
-    """``{"train.lr": 0.002, ...}``: the whole config as MLflow params (lists as strings)."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            out[prefix] = node
-
-    walk("", params.model_dump(mode="json"))
-    return out

@@ -9,7 +9,6 @@ signature and input example and registered as a new version of ``export.register
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,15 @@ import torch
 
 from litpipe.atomic import atomic_dir, write_json
 from litpipe.config import Params
-from litpipe.preprocess import load_split
-from litpipe.training import load_checkpoint_module
+from litpipe.data.pixels import to_unit_range
+from litpipe.data.processed import load_split
+from litpipe.errors import LitpipeError
+from litpipe.model.module import load_module
+from litpipe.repo import MODELS, PROCESSED, REPORTS
+from litpipe.tracking import TrackedRun
 
 
-class ExportError(RuntimeError):
+class ExportError(LitpipeError):
     """An exported model disagrees with the PyTorch model beyond the tolerance."""
 
 
@@ -38,19 +41,19 @@ def _onnx_export(net: torch.nn.Module, example: torch.Tensor, path: Path, opset:
     )
 
 
-def export_stage(params: Params, processed_dir: Path, models_dir: Path, reports_dir: Path
-                 ) -> dict[str, Any]:
+def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
+           reports_dir: Path = REPORTS) -> dict[str, Any]:
     """Write ``models/export/{model.onnx,model.ts}`` and ``reports/export.json``; register."""
     import onnxruntime as ort
 
-    module = load_checkpoint_module(models_dir / "best.ckpt")
+    module = load_module(models_dir / "best.ckpt")
     net = module.net.eval()
     x, _ = load_split(processed_dir, "test")
-    batch = torch.from_numpy(np.array(x[: params.export.parity_batch])).float() / 255.0
+    batch = to_unit_range(torch.from_numpy(np.array(x[: params.export.parity_batch])))
     with torch.no_grad():
         reference = net(batch).numpy()
 
-    task = module.model_cfg.task
+    task = module.task
     output = "logits" if task == "classification" else "reconstruction"
     out_dir = models_dir / "export"
     with atomic_dir(out_dir) as tmp:
@@ -79,39 +82,19 @@ def export_stage(params: Params, processed_dir: Path, models_dir: Path, reports_
                           "shape": ["batch", *module.hparams["in_shape"]],
                           "range": [0.0, 1.0]},
                 "output": {"name": output, "classes": module.classes}}
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / "model.json", meta)
 
     report = {**{k: float(f"{v:.3e}") for k, v in diffs.items()},
               "tolerance": params.export.tolerance, "parity_batch": int(len(batch)),
               "opset": params.export.opset}
     write_json(reports_dir / "export.json", report)
-    version = _log_to_mlflow(params, models_dir, out_dir, batch[:4].numpy(), reference[:4],
-                             diffs)
-    report["registered_version"] = version
+    run = TrackedRun.attach(models_dir / "run.json")
+    run.log_metrics(diffs)
+    for name in ("model.ts", "model.json", "model.onnx"):
+        run.log_artifact(out_dir / name, "export")
+    if Path("dvc.lock").exists():  # the lineage of this run's upstream stages
+        run.log_artifact(Path("dvc.lock"), "config")
+    report["registered_version"] = run.log_onnx_model(
+        out_dir / "model.onnx", batch[:4].numpy(), reference[:4],
+        registered_model=params.export.registered_model)
     return report
-
-
-def _log_to_mlflow(params: Params, models_dir: Path, out_dir: Path, example: np.ndarray,
-                   example_out: np.ndarray, diffs: dict[str, float]) -> str | None:
-    """Log the ONNX model with signature + example to the train run and register it."""
-    import mlflow
-    import onnx
-    from mlflow.models import infer_signature
-
-    run = json.loads((models_dir / "run.json").read_text())
-    mlflow.set_tracking_uri(run["tracking_uri"])
-    signature = infer_signature(example, example_out)
-    with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_metrics(diffs)
-        mlflow.log_artifact(str(out_dir / "model.ts"), artifact_path="export")
-        mlflow.log_artifact(str(out_dir / "model.json"), artifact_path="export")
-        mlflow.log_artifact(str(out_dir / "model.onnx"), artifact_path="export")
-        if Path("dvc.lock").exists():  # the lineage of this run's upstream stages
-            mlflow.log_artifact("dvc.lock", artifact_path="config")
-        info = mlflow.onnx.log_model(
-            onnx.load(str(out_dir / "model.onnx")), name="model", signature=signature,
-            input_example=example, registered_model_name=params.export.registered_model,
-            onnx_execution_providers=["CPUExecutionProvider"],
-        )
-    version = getattr(info, "registered_model_version", None)
-    return str(version) if version is not None else None

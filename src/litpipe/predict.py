@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from litpipe.data.pixels import to_unit_range
+from litpipe.errors import LitpipeError
 
-class PredictError(ValueError):
+
+class PredictError(LitpipeError, ValueError):
     """An input or model file cannot be used; the message says which and why."""
 
 
@@ -47,15 +50,15 @@ def _from_checkpoint(ckpt: Path, paths: list[Path]) -> tuple[np.ndarray, list[st
     import torch
     from torch.utils.data import DataLoader
 
-    from litpipe.training import load_checkpoint_module
+    from litpipe.model.module import load_module
 
-    module = load_checkpoint_module(ckpt)
+    module = load_module(ckpt)
     shape = tuple(module.hparams["in_shape"])
-    images = torch.from_numpy(load_images(paths, shape)).float() / 255.0
+    images = to_unit_range(torch.from_numpy(load_images(paths, shape)))
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False)
     batches = trainer.predict(module, DataLoader(images, batch_size=256))
-    task = module.model_cfg.task
+    task = module.task
     return torch.cat(batches).numpy(), module.classes, task
 
 
@@ -68,7 +71,7 @@ def _from_onnx(model: Path, paths: list[Path]) -> tuple[np.ndarray, list[str], s
                            "export stage and gives the input shape and class names")
     meta = json.loads(meta_path.read_text())
     shape = tuple(int(v) for v in meta["input"]["shape"][1:])
-    images = load_images(paths, shape).astype(np.float32) / 255.0
+    images = to_unit_range(load_images(paths, shape))
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     out = session.run(None, {meta["input"]["name"]: images})[0]
     task = meta.get("task", "classification")
@@ -93,7 +96,7 @@ def predict(paths: list[Path], checkpoint: Path | None = None, onnx: Path | None
         out, classes, task = _from_onnx(model, paths)
     results = []
     if task == "reconstruction":
-        images = load_images(paths, tuple(out.shape[1:])).astype(np.float32) / 255.0
+        images = to_unit_range(load_images(paths, tuple(out.shape[1:])))
         for path, x, x_hat in zip(paths, images, out, strict=True):
             results.append({"file": str(path),
                             "reconstruction_mse": round(float(((x - x_hat) ** 2).mean()), 6)})

@@ -1,4 +1,4 @@
-"""The split stage's logic: raw files → seeded train/val/test uint8 arrays + stats.json.
+"""The split stage: raw files → seeded train/val/test uint8 arrays + ``stats.json``.
 
 Arrays are saved as ``.npy`` so that training memory-maps them in milliseconds instead of
 decoding images one by one. ``stats.json`` carries everything later stages need to build a
@@ -7,20 +7,22 @@ model for this data (shape, class names, normalisation) and content hashes for l
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from litpipe.atomic import atomic_dir
 from litpipe.config import Params
-from litpipe.datasets import array_digest, get_spec, load_raw
+from litpipe.data.cifar import load_cifar10
+from litpipe.data.processed import SPLITS, save_processed
+from litpipe.data.readers import Arrays, load_digits_dataset, load_idx_dataset
+from litpipe.data.registry import get_spec
+from litpipe.errors import LitpipeError
+from litpipe.repo import PROCESSED, RAW
 
-SPLITS = ("train", "val", "test")
 
-
-class SplitError(ValueError):
+class SplitError(LitpipeError, ValueError):
     """The requested split does not fit the data (e.g. val_size larger than the train set)."""
 
 
@@ -61,13 +63,35 @@ def make_splits(params: Params, raw: dict[str, tuple[np.ndarray, np.ndarray]]
     }
 
 
-def split_stage(params: Params, raw_root: Path, out_dir: Path) -> dict[str, Any]:
-    """Run the split stage: read ``raw_root/<dataset>``, write ``out_dir`` atomically."""
+def load_raw(name: str, raw_dir: Path) -> Arrays:
+    """Dataset ``name``'s train and test arrays from ``raw_dir`` (``data/raw/<name>``)."""
+    if name == "cifar10":
+        return load_cifar10(raw_dir)
+    if name == "digits":
+        return load_digits_dataset()
+    return load_idx_dataset(raw_dir)  # fashion_mnist, mnist: the same IDX files
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    """SHA-256 over arrays' shapes, dtypes and bytes: a content hash for data lineage."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(str(a.dtype).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def split(params: Params, raw_root: Path = RAW, out_dir: Path = PROCESSED) -> dict[str, Any]:
+    """The split stage: read ``raw_root/<dataset>``, write ``out_dir`` atomically.
+
+    Returns what ``stats.json`` holds.
+    """
     spec = get_spec(params.data.dataset)
     raw = load_raw(spec.name, raw_root / spec.name)
-    for split, (x, _) in raw.items():
+    for name, (x, _) in raw.items():
         if tuple(x.shape[1:]) != spec.shape:
-            raise SplitError(f"{spec.name} {split} images have shape {x.shape[1:]}, "
+            raise SplitError(f"{spec.name} {name} images have shape {x.shape[1:]}, "
                              f"expected {spec.shape}")
     splits = make_splits(params, raw)
     stats: dict[str, Any] = {
@@ -83,26 +107,5 @@ def split_stage(params: Params, raw_root: Path, out_dir: Path) -> dict[str, Any]
         "hashes": {k: array_digest(*v) for k, v in splits.items()},
     }
     stats["data_hash"] = array_digest(*(a for s in SPLITS for a in splits[s]))
-    with atomic_dir(out_dir) as tmp:
-        for name, (x, y) in splits.items():
-            np.save(tmp / f"{name}_x.npy", np.ascontiguousarray(x, dtype=np.uint8))
-            np.save(tmp / f"{name}_y.npy", np.ascontiguousarray(y, dtype=np.int64))
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    save_processed(out_dir, splits, stats)
     return stats
-
-
-def load_stats(processed_dir: Path) -> dict[str, Any]:
-    """Read ``stats.json`` written by the split stage."""
-    path = processed_dir / "stats.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the split stage first (dvc repro split)")
-    return json.loads(path.read_text())
-
-
-def load_split(processed_dir: Path, split: str, mmap: bool = True
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Load one split's (images, labels); memory-mapped so start-up stays fast."""
-    mode = "r" if mmap else None
-    x = np.load(processed_dir / f"{split}_x.npy", mmap_mode=mode)
-    y = np.load(processed_dir / f"{split}_y.npy", mmap_mode=mode)
-    return x, y

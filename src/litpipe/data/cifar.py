@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from litpipe.data.readers import RawDataError
+from litpipe.errors import LitpipeError, MissingInputError
+
 try:  # numpy >= 2 moved the module; pickles name either spelling
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
@@ -38,7 +41,7 @@ TEST_BATCH = "test_batch"
 NUM_CLASSES = 10
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(LitpipeError, pickle.UnpicklingError):
     """A CIFAR batch file asked to load something other than plain arrays and lists."""
 
 
@@ -66,25 +69,25 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{path}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: not a readable CIFAR-10 batch ({exc})") from None
+        raise RawDataError(f"{path}: not a readable CIFAR-10 batch ({exc})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a dict, got {type(raw).__name__}")
+        raise RawDataError(f"{path}: expected a dict, got {type(raw).__name__}")
     data, labels = _get(raw, "data"), _get(raw, "labels")
     if data is None or labels is None:
-        raise ValueError(f"{path}: missing 'data' or 'labels'")
+        raise RawDataError(f"{path}: missing 'data' or 'labels'")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
-        raise ValueError(f"{path}: data must be a uint8 array, got "
+        raise RawDataError(f"{path}: data must be a uint8 array, got "
                          f"{getattr(data, 'dtype', type(data).__name__)}")
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{path}: data has shape {data.shape}, expected N×3072")
+        raise RawDataError(f"{path}: data has shape {data.shape}, expected N×3072")
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: labels are not integers ({exc})") from None
+        raise RawDataError(f"{path}: labels are not integers ({exc})") from None
     if y.ndim != 1 or len(y) != len(data):
-        raise ValueError(f"{path}: {len(data)} images but labels of shape {y.shape}")
+        raise RawDataError(f"{path}: {len(data)} images but labels of shape {y.shape}")
     if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
-        raise ValueError(f"{path}: labels must be in 0..{NUM_CLASSES - 1}, "
+        raise RawDataError(f"{path}: labels must be in 0..{NUM_CLASSES - 1}, "
                          f"got {y.min()}..{y.max()}")
     # Rows are 1024 red, 1024 green, 1024 blue values, each row-major 32×32: C×H×W order.
     return np.ascontiguousarray(data.reshape(-1, 3, 32, 32)), y
@@ -98,7 +101,7 @@ def load_cifar10(raw_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     base = Path(raw_dir) / "cifar-10-batches-py"
     missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH) if not (base / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"{base}: missing CIFAR-10 batch file(s) {', '.join(missing)}; "
+        raise MissingInputError(f"{base}: missing CIFAR-10 batch file(s) {', '.join(missing)}; "
                                 "run the download stage (dvc repro download)")
     parts = [load_batch(base / name) for name in TRAIN_BATCHES]
     return {

@@ -1,11 +1,12 @@
-"""The LightningModule: loss, torchmetrics, optimizers and schedulers for a classifier.
+"""The LightningModules: loss, torchmetrics, optimiser and scheduler around a network.
 
-Hyper-parameters are saved as plain dicts/lists/numbers only, so checkpoints load with
-``torch.load(weights_only=True)``.
+Also where a checkpoint becomes a module again (:func:`load_module`), so that evaluate,
+export and predict read a model without importing the train stage.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -14,27 +15,42 @@ import torchmetrics
 from torch import nn
 from torch.nn import functional as F
 
-from litpipe.config import ModelConfig, TrainConfig
-from litpipe.models import build_network
+from litpipe.config import MODEL_TASKS, Params
+from litpipe.errors import MissingInputError
+from litpipe.model.networks import build_network
+
+# The rate the module holds when optimizer.lr is auto, until Lightning's finder replaces it.
+LR_BEFORE_TUNING = 1e-3
 
 
 class LitBase(L.LightningModule):
-    """What every litpipe model shares: hyper-parameters, optimisers, grad-norm tracking."""
+    """What every litpipe model shares: the network, optimiser and scheduler, grad norms.
 
-    def __init__(self, model: dict[str, Any], train: dict[str, Any], in_shape: list[int],
-                 classes: list[str], mean: list[float], std: list[float]) -> None:
+    Every argument is a plain number, string or list, and ``save_hyperparameters`` stores
+    them in the checkpoint: :func:`load_module` rebuilds the module from a checkpoint
+    loaded with ``weights_only=True``, so reading a model never unpickles code.
+    """
+
+    def __init__(self, *, network: str, in_shape: list[int], classes: list[str],
+                 mean: list[float], std: list[float], channels: list[int], hidden: list[int],
+                 dropout: float, latent_dim: int, optimizer: str, lr: float,
+                 weight_decay: float, momentum: float, scheduler: str, step_size: int,
+                 gamma: float) -> None:
         super().__init__()
-        # logger=False: the stage logs the whole params.yaml, flattened, once.
+        # logger=False: the train stage logs the whole params.yaml, flattened, once.
         self.save_hyperparameters(logger=False)
-        self.model_cfg = ModelConfig.model_validate(model)
-        self.train_cfg = TrainConfig.model_validate(train)
         self.classes = list(classes)
         # A plain attribute so Lightning's learning-rate finder can set it (lr: auto).
-        self.lr = 1e-3 if self.train_cfg.lr == "auto" else float(self.train_cfg.lr)
-        self.net: nn.Module = build_network(self.model_cfg, tuple(in_shape), len(classes),
-                                            mean, std)
+        self.lr = lr
+        self.net: nn.Module = build_network(network, tuple(in_shape), len(classes), mean,
+                                            std, channels, hidden, dropout, latent_dim)
         self.example_input_array = torch.zeros(1, *in_shape)
         self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``reconstruction`` (what evaluate and export report)."""
+        return MODEL_TASKS[self.hparams["network"]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -52,23 +68,24 @@ class LitBase(L.LightningModule):
             self.grad_norm_max = max(self.grad_norm_max, norm)
 
     def configure_optimizers(self) -> Any:
-        cfg = self.train_cfg
+        hp = self.hparams
         params = self.parameters()
-        if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=cfg.momentum,
-                                  weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=cfg.weight_decay)
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=hp.momentum,
+                                  weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=hp.weight_decay)
         else:
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=cfg.weight_decay)
-        if cfg.scheduler == "none":
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
             return opt
-        if cfg.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size,
-                                                    gamma=cfg.gamma)
+        if hp.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size,
+                                                    gamma=hp.gamma)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if cfg.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+        if hp.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt,
+                                                               T_max=self.trainer.max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
@@ -78,10 +95,9 @@ class LitBase(L.LightningModule):
 class LitClassifier(LitBase):
     """Image classifier: cross-entropy, accuracy, macro-F1, per-class accuracy, confusion."""
 
-    def __init__(self, model: dict[str, Any], train: dict[str, Any], in_shape: list[int],
-                 classes: list[str], mean: list[float], std: list[float]) -> None:
-        super().__init__(model, train, in_shape, classes, mean, std)
-        n = len(classes)
+    def __init__(self, **hyperparameters: Any) -> None:  # LitBase's arguments
+        super().__init__(**hyperparameters)
+        n = len(self.classes)
         self.train_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
         self.val_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
         self.test_acc = torchmetrics.classification.MulticlassAccuracy(n, average="micro")
@@ -143,9 +159,8 @@ class LitClassifier(LitBase):
 class LitAutoEncoder(LitBase):
     """The seeds' autoencoder as a reconstruction task: MSE between input and output."""
 
-    def __init__(self, model: dict[str, Any], train: dict[str, Any], in_shape: list[int],
-                 classes: list[str], mean: list[float], std: list[float]) -> None:
-        super().__init__(model, train, in_shape, classes, mean, std)
+    def __init__(self, **hyperparameters: Any) -> None:  # LitBase's arguments
+        super().__init__(**hyperparameters)
         self.test_mse = torchmetrics.MeanSquaredError()
         self.test_mae = torchmetrics.MeanAbsoluteError()
 
@@ -182,6 +197,30 @@ class LitAutoEncoder(LitBase):
                 "test_mae": float(self.test_mae.compute())}
 
 
-def module_class(model_name: str) -> type[LitBase]:
-    """The LightningModule class for ``model.name``."""
-    return LitAutoEncoder if model_name == "autoencoder" else LitClassifier
+def build_module(params: Params, stats: dict[str, Any]) -> LitBase:
+    """A fresh LightningModule for ``params``, sized by the split stage's ``stats.json``."""
+    m, opt, sched = params.model, params.optimizer, params.scheduler
+    cls = LitAutoEncoder if m.task == "reconstruction" else LitClassifier
+    return cls(network=m.name, in_shape=list(stats["shape"]), classes=list(stats["classes"]),
+               mean=list(stats["mean"]), std=list(stats["std"]), channels=list(m.channels),
+               hidden=list(m.hidden), dropout=m.dropout, latent_dim=m.latent_dim,
+               optimizer=opt.name, lr=LR_BEFORE_TUNING if opt.lr == "auto" else opt.lr,
+               weight_decay=opt.weight_decay, momentum=opt.momentum, scheduler=sched.name,
+               step_size=sched.step_size, gamma=sched.gamma)
+
+
+def load_module(path: Path, map_location: str = "cpu") -> LitBase:
+    """Rebuild the LightningModule saved in checkpoint ``path``, in eval mode.
+
+    ``weights_only=True``: the file may come from a teammate's cache or a remote, and
+    loading it must not be able to run code.
+    """
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no such checkpoint (run `dvc repro train`)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    cls = LitAutoEncoder if MODEL_TASKS[hp["network"]] == "reconstruction" else LitClassifier
+    module = cls(**hp)
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    return module

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from litpipe.preprocess import load_split, load_stats
+from litpipe.data.pixels import to_unit_range
+from litpipe.data.processed import load_split, load_stats
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
@@ -103,7 +104,7 @@ class ArrayDataModule(L.LightningDataModule):
         if not isinstance(batch, list | tuple):  # the model summary's example input
             return batch
         x, y = batch
-        x = x.float().div_(255.0)
+        x = to_unit_range(x)
         trainer = self.trainer
         if self.augment and trainer is not None and trainer.training:
             x = random_shift(x, max_shift=max(1, x.shape[-1] // 14), generator=self._aug_gen)

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from litpipe.config import ModelConfig
-
 
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` with the statistics stored as buffers."""
@@ -137,15 +135,16 @@ class AutoEncoder(nn.Module):
         return self.decoder(self.encoder(x)).view(-1, *self.in_shape)
 
 
-def build_network(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int,
-                  mean: Sequence[float], std: Sequence[float]) -> nn.Module:
-    """Instantiate ``cfg.name`` for data of ``in_shape`` (C, H, W) and ``num_classes``."""
-    if cfg.name == "cnn":
-        return SmallCNN(in_shape, num_classes, cfg.channels, cfg.hidden, cfg.dropout, mean, std)
-    if cfg.name == "mlp":
-        return MLP(in_shape, num_classes, cfg.hidden, cfg.dropout, mean, std)
-    if cfg.name == "cifar_cnn":
-        return CifarCNN(in_shape, num_classes, cfg.hidden, cfg.dropout, mean, std)
-    if cfg.name == "autoencoder":
-        return AutoEncoder(in_shape, cfg.hidden, cfg.latent_dim)
-    raise ValueError(f"model.name: unknown model {cfg.name!r}")
+def build_network(name: str, in_shape: tuple[int, int, int], classes: int,
+                  mean: Sequence[float], std: Sequence[float], channels: Sequence[int],
+                  hidden: Sequence[int], dropout: float, latent_dim: int) -> nn.Module:
+    """Network ``name`` (``model.name``) for images of ``in_shape`` (C, H, W)."""
+    if name == "cnn":
+        return SmallCNN(in_shape, classes, channels, hidden, dropout, mean, std)
+    if name == "mlp":
+        return MLP(in_shape, classes, hidden, dropout, mean, std)
+    if name == "cifar_cnn":
+        return CifarCNN(in_shape, classes, hidden, dropout, mean, std)
+    if name == "autoencoder":
+        return AutoEncoder(in_shape, hidden, latent_dim)
+    raise ValueError(f"model.name: unknown network {name!r}")  # config admits no other

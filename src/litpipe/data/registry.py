@@ -1,18 +1,13 @@
-"""Registry of the datasets litpipe knows, and readers that turn raw files into arrays.
+"""The datasets litpipe knows: files, digests, image shape, class names, normalisation.
 
-Everything here is torch-free so that the download stage starts fast. A dataset is
-described once (files, digests, shape, class names, normalisation) and every stage reads
-that description instead of hard-coding numbers.
+A dataset is described once, here, and every stage reads that description instead of
+hard-coding numbers. Torch-free, so the download stage starts fast.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -122,87 +117,3 @@ REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in (FASHION_MNIST, MNIST, CI
 def get_spec(name: str) -> DatasetSpec:
     """Return the spec of ``name``; config validation guarantees it exists."""
     return REGISTRY[name]
-
-
-# --------------------------------------------------------------------------- readers
-
-def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (the MNIST family's format) into a uint8 array.
-
-    Accepts plain or gzip-compressed files. The header is checked so that a truncated or
-    foreign file fails with a message instead of a silently wrong shape.
-    """
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: not an IDX file (bad magic)")
-    if raw[2] != 0x08:
-        raise ValueError(f"{path}: IDX type {raw[2]:#x} is not unsigned byte")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims)) if dims else 0
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: IDX header says {dims} ({expected} bytes) but the file holds "
-            f"{len(raw) - header} bytes of data"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
-
-
-def load_idx_dataset(raw_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Load an MNIST-family dataset from its decompressed IDX files.
-
-    Returns ``{"train": (x, y), "test": (x, y)}`` with ``x`` shaped N×1×H×W uint8.
-    """
-    out = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = read_idx(raw_dir / f"{prefix}-images-idx3-ubyte")
-        y = read_idx(raw_dir / f"{prefix}-labels-idx1-ubyte")
-        if len(x) != len(y):
-            raise ValueError(f"{raw_dir}: {split} has {len(x)} images but {len(y)} labels")
-        out[split] = (x[:, None, :, :], y.astype(np.int64))
-    return out
-
-
-def load_digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> dict[
-        str, tuple[np.ndarray, np.ndarray]]:
-    """Load scikit-learn's bundled 8×8 digits as uint8 images in 0..255.
-
-    The set has no official test split, so a fixed, seeded stratified 20 % is held out.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    # Pixel values are 0..16; scale to the 0..255 range every other dataset uses.
-    x = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
-    y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
-    return {"train": (x_tr, y_tr), "test": (x_te, y_te)}
-
-
-def load_raw(name: str, raw_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Load dataset ``name`` from ``raw_dir`` (``data/raw/<name>``) into uint8 arrays."""
-    if name in ("fashion_mnist", "mnist"):
-        return load_idx_dataset(raw_dir)
-    if name == "digits":
-        return load_digits_dataset()
-    if name == "cifar10":
-        from litpipe.cifar import load_cifar10  # written alongside the CIFAR downloader
-
-        return load_cifar10(raw_dir)
-    raise KeyError(name)
-
-
-def array_digest(*arrays: np.ndarray) -> str:
-    """SHA-256 over arrays' shapes, dtypes and bytes: a content hash for data lineage."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(str(a.shape).encode())
-        h.update(str(a.dtype).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()

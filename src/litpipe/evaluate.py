@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,11 @@ import torch
 
 from litpipe.atomic import write_json, write_text
 from litpipe.config import Params
-from litpipe.datamodule import ArrayDataModule
+from litpipe.data.datamodule import ArrayDataModule
+from litpipe.data.pixels import to_unit_range
+from litpipe.data.processed import load_split
+from litpipe.model.module import load_module
+from litpipe.model.progress import progress_bar
 from litpipe.plots import (
     confusion_matrix_plot,
     curves_plot,
@@ -26,9 +29,8 @@ from litpipe.plots import (
     reconstruction_grid,
     sample_grid,
 )
-from litpipe.preprocess import load_split
-from litpipe.tracking import client as mlflow_client
-from litpipe.training import load_checkpoint_module, progress_bar
+from litpipe.repo import MODELS, PROCESSED, REPORTS
+from litpipe.tracking import TrackedRun
 
 DIGITS = 6  # decimals kept in metrics.json: stable across platforms, plenty for comparing
 
@@ -57,17 +59,18 @@ def confusion_csv(matrix: list[list[int]], classes: list[str]) -> str:
     return buf.getvalue()
 
 
-def evaluate_stage(params: Params, processed_dir: Path, models_dir: Path, reports_dir: Path
-                   ) -> dict[str, Any]:
+def evaluate(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
+             reports_dir: Path = REPORTS) -> dict[str, Any]:
     """Test the best checkpoint; write metrics/confusion/samples; log them to the run."""
     L.seed_everything(params.seed, workers=True)
-    run = json.loads((models_dir / "run.json").read_text())
-    module = load_checkpoint_module(models_dir / "best.ckpt")
+    run = TrackedRun.attach(models_dir / "run.json")
+    module = load_module(models_dir / "best.ckpt")
     dm = ArrayDataModule(processed_dir, batch_size=params.evaluate.batch_size,
                          eval_batch_size=params.evaluate.batch_size, seed=params.seed)
-    trainer = L.Trainer(accelerator=params.train.accelerator, devices=1, logger=False,
-                        deterministic=True, enable_progress_bar=params.train.progress_bar,
-                        callbacks=[progress_bar()] if params.train.progress_bar else None,
+    bar = params.trainer.enable_progress_bar
+    trainer = L.Trainer(accelerator=params.trainer.accelerator, devices=1, logger=False,
+                        deterministic=True, enable_progress_bar=bar,
+                        callbacks=[progress_bar()] if bar else None,
                         enable_model_summary=False, enable_checkpointing=False)
     trainer.test(module, datamodule=dm, verbose=False)
     results = module.test_results()
@@ -81,7 +84,7 @@ def evaluate_stage(params: Params, processed_dir: Path, models_dir: Path, report
     idx = np.sort(rng.choice(len(y), size=min(params.evaluate.samples, len(y)), replace=False))
     images = np.array(x[idx])
     with torch.no_grad():
-        out = module(torch.from_numpy(images).float() / 255.0)
+        out = module(to_unit_range(torch.from_numpy(images)))
     if confusion is None:  # reconstruction: no classes to confuse
         reconstruction_grid(images, out.numpy(), reports_dir / "samples.png",
                             title="Test inputs (top) vs reconstructions (bottom)")
@@ -99,14 +102,14 @@ def evaluate_stage(params: Params, processed_dir: Path, models_dir: Path, report
     if history.exists():
         curves_plot(history, reports_dir / "curves.png")
 
-    client = mlflow_client(run["tracking_uri"])
-    flat = {k: v for k, v in results.items() if k != "per_class_acc"}
-    flat.update({f"test_acc.{c}": v for c, v in results.get("per_class_acc", {}).items()})
-    for key, value in flat.items():
-        client.log_metric(run["run_id"], key.replace("/", "-"), value)
+    # In MLflow, per-class accuracy is test_acc.<class> ("/" is not allowed in a name).
+    scores = {k: v for k, v in results.items() if k != "per_class_acc"}
+    scores.update({f"test_acc.{c}".replace("/", "-"): v
+                   for c, v in results.get("per_class_acc", {}).items()})
+    run.log_metrics(scores)
     for name in ("metrics.json", "confusion.csv", "samples.png", "confusion.png", "curves.png",
                  "train_history.csv"):
         if (reports_dir / name).exists():
-            client.log_artifact(run["run_id"], str(reports_dir / name), artifact_path="evaluate")
+            run.log_artifact(reports_dir / name, "evaluate")
     return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)},
-            "run_id": run["run_id"]}
+            "run_id": run.run_id}

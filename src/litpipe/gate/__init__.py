@@ -1,0 +1,1 @@
+"""``litpipe gate``: metric bounds and regressions against a git baseline, for CI."""

@@ -1,0 +1,67 @@
+"""``litpipe gate``: fail a build when metrics fall below bounds or regress against a baseline.
+
+Exit codes: 0 every rule passes, 1 a rule fails, 2 the gate cannot be evaluated. See
+:mod:`litpipe.gate.check` for where the numbers come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from litpipe.config import load_params
+from litpipe.errors import LitpipeError
+from litpipe.gate.check import GateError, run_gate, verdict_of
+from litpipe.gate.report import markdown, text_table
+
+
+def main(argv: list[str]) -> int:
+    """``litpipe gate [options]``; returns the exit code (0 pass, 1 fail, 2 cannot evaluate)."""
+    parser = argparse.ArgumentParser(prog="litpipe gate", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml",
+                        help="params file with the gates: section, relative to --repo "
+                        "(default: params.yaml)")
+    parser.add_argument("--repo", type=Path, default=Path("."),
+                        help="repository root (default: the current directory)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--baseline", metavar="REV",
+                       help="git revision to compare with (default: gates.baseline)")
+    group.add_argument("--no-baseline", action="store_true",
+                       help="skip the regression rules (max_drop/max_rise)")
+    parser.add_argument("--missing-baseline", choices=("pass", "fail"),
+                        help="verdict when the baseline is missing (default: "
+                        "gates.missing_baseline)")
+    parser.add_argument("--markdown", type=Path, metavar="PATH",
+                        help="also append a Markdown report to PATH (e.g. "
+                        "$GITHUB_STEP_SUMMARY)")
+    parser.add_argument("--title", default="Metric gate",
+                        help="heading of the Markdown report (default: Metric gate)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.repo.is_dir():
+            raise GateError(f"--repo {args.repo}: not a directory")
+        params = load_params(args.repo / args.params)
+        gates = params.gates
+        rev = None if args.no_baseline else (args.baseline or gates.baseline)
+        policy = args.missing_baseline or gates.missing_baseline
+        task = params.model.task
+        rows, note = run_gate(args.repo, gates, task, rev, policy)
+    except LitpipeError as exc:  # GateError, ParamsError
+        print(f"litpipe gate: cannot evaluate: {exc}", file=sys.stderr)
+        return 2
+    verdict = verdict_of(rows)
+    failed = sum(r.verdict == "FAIL" for r in rows)
+    print(f"litpipe gate ({task}; {note}):")
+    print(text_table(rows))
+    print(f"result: {verdict}" + (f" ({failed} of {len(rows)} checks failed)" if failed else ""))
+    if args.markdown:
+        about = f"Task: {task}; {note}" + (f"; missing baseline: {policy}" if rev else "")
+        try:
+            args.markdown.parent.mkdir(parents=True, exist_ok=True)
+            with args.markdown.open("a", encoding="utf-8") as fh:  # append: see --help
+                fh.write(markdown(rows, args.title, about))
+        except OSError as exc:
+            print(f"litpipe gate: cannot write {args.markdown}: {exc}", file=sys.stderr)
+            return 2
+    return 1 if verdict == "FAIL" else 0

@@ -1,0 +1,1 @@
+"""The train stage: Trainer, callbacks and finders, and the MLflow run it opens."""

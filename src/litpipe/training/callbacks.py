@@ -1,0 +1,109 @@
+"""The callbacks the train stage adds to Lightning's: per-epoch history and validation
+pictures, both logged to the model's MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from litpipe.data.pixels import to_unit_range
+from litpipe.tracking import TrackedRun
+
+HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                  "grad_norm_max", "epoch_time_s", "samples_per_s")
+
+
+class EpochHistory(Callback):
+    """Collects one row per epoch and logs it to MLflow with ``step = epoch``.
+
+    Lightning's loggers plot epoch metrics against the global step; users comparing runs
+    with different batch sizes want epochs on the x axis. ``run`` is None on the ranks
+    other than 0 of a multi-process run: only rank 0 talks to MLflow.
+    """
+
+    def __init__(self, run: TrackedRun | None) -> None:
+        self.run = run
+        self.rows: list[dict[str, float]] = []
+        self._t0 = 0.0
+        self._samples = 0
+        self._lr = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._samples = 0
+        # The rate this epoch trains with (epoch-interval schedulers step at its end).
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._samples += len(batch[0]) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        elapsed = time.perf_counter() - self._t0
+        m = trainer.callback_metrics
+        row: dict[str, float] = {"epoch": trainer.current_epoch}
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            if key in m:
+                row[key] = float(m[key])
+        row["lr"] = self._lr
+        row["grad_norm_max"] = float(getattr(pl_module, "grad_norm_max", 0.0))
+        row["epoch_time_s"] = elapsed
+        row["samples_per_s"] = self._samples / elapsed if elapsed > 0 else 0.0
+        self.rows.append(row)
+        if self.run is not None:
+            self.run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                 step=int(row["epoch"]))
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+        return buf.getvalue()
+
+
+class ValidationImageLogger(Callback):
+    """The CIFAR-10 seed's image prediction logger, for MLflow.
+
+    At the end of each validation epoch, a fixed set of validation images is run through
+    the model and a grid (predicted vs true label, or input vs reconstruction) is logged to
+    the run as ``val_predictions/epoch_NNN.png``.
+    """
+
+    def __init__(self, run: TrackedRun, samples: tuple[torch.Tensor, torch.Tensor],
+                 classes: list[str], workdir: Path) -> None:
+        self.run = run
+        self.images, self.labels = samples
+        self.classes = classes
+        self.workdir = workdir
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule
+                                ) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from litpipe.plots import reconstruction_grid, sample_grid
+
+        x = to_unit_range(self.images).to(pl_module.device)
+        with torch.no_grad():
+            out = pl_module(x).float().cpu()
+        path = self.workdir / f"epoch_{trainer.current_epoch:03d}.png"
+        title = f"Validation, epoch {trainer.current_epoch}"
+        if out.shape == x.shape:
+            reconstruction_grid(self.images.numpy(), out.numpy(), path, title=title)
+        else:
+            probs = torch.softmax(out, dim=1)
+            conf, pred = probs.max(dim=1)
+            sample_grid(self.images.numpy(), self.labels.tolist(), pred.tolist(),
+                        self.classes, path, probs=conf.tolist(), title=title)
+        self.run.log_artifact(path, "val_predictions")
