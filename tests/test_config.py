@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
-from litpipe.config import ParamsError, load_params
+from litpipe.config import Params, ParamsError, load_params
 from litpipe.formats import flatten
 from tests.conftest import edit_params
 
@@ -97,3 +99,55 @@ def test_stage_rejects_bad_params_without_heavy_imports(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "optimizer.lr = -1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _types_in(annotation: object) -> list[object]:
+    """``annotation`` and every type nested in it (``dict[str, MetricRule]`` → MetricRule)."""
+    return [annotation, *(t for arg in getattr(annotation, "__args__", ())
+                          for t in _types_in(arg))]
+
+
+def _sections(model: type[BaseModel], path: str = "") -> list[tuple[str, type[BaseModel]]]:
+    """Every pydantic model in the schema, with its dotted path (``callbacks.swa``)."""
+    out = [(path or "(top level)", model)]
+    for name, field in model.model_fields.items():
+        for arg in _types_in(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                out += _sections(arg, f"{path}.{name}" if path else name)
+    return out
+
+
+@pytest.mark.parametrize(("path", "model"), _sections(Params), ids=lambda v: str(v))
+def test_every_section_forbids_unknown_keys(path: str, model: type[BaseModel]) -> None:
+    """A typo (``callbacks.swa.enabeld``) must fail in every section, not just some."""
+    assert model.model_config.get("extra") == "forbid", path
+
+
+def test_a_typo_in_a_nested_section_names_its_path(tmp_path: Path) -> None:
+    path = write_params(tmp_path, {"callbacks.swa.enabeld": True})
+    with pytest.raises(ParamsError, match=r"callbacks\.swa\.enabeld: unknown key"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "empty"), ("# only a comment\n", "empty"), ("null\n", "empty"),
+    ("- seed\n", "top level must be a mapping of sections, got list"),
+    ("42\n", "top level must be a mapping of sections, got int"),
+])
+def test_empty_or_non_mapping_params_are_errors(tmp_path: Path, text: str,
+                                                message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=message) as err:
+        load_params(path)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_missing_key_is_an_error_not_a_default(tmp_path: Path) -> None:
+    """The code holds no defaults: a key left out of params.yaml fails, naming it."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["optimizer"]["weight_decay"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"optimizer\.weight_decay: missing"):
+        load_params(path)

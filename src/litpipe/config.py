@@ -220,7 +220,8 @@ def metric_belongs(metric: str, task: str) -> bool:
     return any(metric == m or metric.startswith(m + ".") for m in TASK_METRICS[task])
 
 
-def _is_revision(rev: str) -> bool:
+def is_revision(rev: str) -> bool:
+    """Whether ``rev`` can be handed to git as a revision (not an option, no spaces)."""
     return bool(rev) and not rev.startswith("-") and not any(c.isspace() for c in rev)
 
 
@@ -241,7 +242,7 @@ class GatesConfig(Section):
             if not name or name.startswith("/") or ".." in PurePosixPath(name).parts:
                 raise ValueError(f"gates.metrics_files: {name!r} must be a path relative to "
                                  "the repository root, inside it")
-        if self.baseline is not None and not _is_revision(self.baseline):
+        if self.baseline is not None and not is_revision(self.baseline):
             raise ValueError(f"gates.baseline: {self.baseline!r} is not a git revision (use "
                              "null for no baseline)")
         for task, rules in self.rules.items():

@@ -62,18 +62,9 @@ class ArrayDataModule(L.LightningDataModule):
         # Dedicated generator: augmentation draws do not disturb the global RNG stream.
         self._aug_gen = torch.Generator().manual_seed(seed)
 
-    @property
-    def in_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.stats["shape"]
-        return int(c), int(h), int(w)
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.stats["num_classes"])
-
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                  "predict": ("test",)}.get(stage or "", ("train", "val", "test"))
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)
+                  }.get(stage or "", ("train", "val", "test"))
         for split in wanted:
             if split not in self.datasets:
                 x, y = load_split(self.processed_dir, split)
@@ -95,9 +86,6 @@ class ArrayDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

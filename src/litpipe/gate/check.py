@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from litpipe.config import GatesConfig, MetricRule
+from litpipe.config import GatesConfig, MetricRule, is_revision
 from litpipe.errors import LitpipeError
 from litpipe.formats import flatten
 from litpipe.repo import git
@@ -106,7 +106,7 @@ def baseline_metrics(repo: Path, rev: str, files: list[str]) -> Baseline:
     that lacks a metrics file is a *missing* baseline, for the policy to judge; not being in
     a git repository at all, or a revision that is not one, is an error.
     """
-    if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
+    if not is_revision(rev):
         raise GateError(f"baseline {rev!r} is not a git revision")
     inside = _git(repo, "rev-parse", "--is-inside-work-tree")
     if inside.returncode != 0:

@@ -157,7 +157,7 @@ class LitClassifier(LitBase):
 
 
 class LitAutoEncoder(LitBase):
-    """The seeds' autoencoder as a reconstruction task: MSE between input and output."""
+    """An autoencoder as a reconstruction task: MSE between input and output."""
 
     def __init__(self, **hyperparameters: Any) -> None:  # LitBase's arguments
         super().__init__(**hyperparameters)

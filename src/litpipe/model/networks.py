@@ -64,7 +64,7 @@ class SmallCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """The seeds' fully-connected classifier (e.g. 784-256-128-10), sizes from params."""
+    """A fully-connected classifier (e.g. 784-256-128-10), sizes from ``model.hidden``."""
 
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int,
                  hidden: Sequence[int], dropout: float,
@@ -79,10 +79,11 @@ class MLP(nn.Module):
 
 
 class CifarCNN(nn.Module):
-    """The CIFAR-10 seed's network: conv 32-32-pool-64-64-pool, then fc 512-128-classes.
+    """The classic small CIFAR-10 network: conv 32-32-pool-64-64-pool, then the
+    fully-connected ``model.hidden`` layers (e.g. 512-128) and the classes.
 
-    The flattened size comes from a dry run on ``in_shape`` (as the seed's
-    ``_get_conv_output`` does), so the same net works on 28×28 grey or 32×32 colour input.
+    The flattened size comes from a dry run on ``in_shape``, so the same net works on 28×28
+    grey or 32×32 colour input.
     """
 
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int,
@@ -106,7 +107,7 @@ class CifarCNN(nn.Module):
 
 
 class AutoEncoder(nn.Module):
-    """The seeds' encoder/decoder: flatten → hidden → latent → hidden → image in [0, 1].
+    """Encoder/decoder: flatten → hidden → latent → hidden → image in [0, 1].
 
     Input and output are both images in [0, 1] of ``in_shape``; the loss is their MSE.
     """

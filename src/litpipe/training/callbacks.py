@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from litpipe.data.pixels import to_unit_range
+from litpipe.grids import prediction_grid, reconstruction_pairs
 from litpipe.tracking import TrackedRun
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
@@ -74,11 +75,12 @@ class EpochHistory(Callback):
 
 
 class ValidationImageLogger(Callback):
-    """The CIFAR-10 seed's image prediction logger, for MLflow.
+    """Pictures of what the model sees, per epoch, in MLflow.
 
     At the end of each validation epoch, a fixed set of validation images is run through
     the model and a grid (predicted vs true label, or input vs reconstruction) is logged to
-    the run as ``val_predictions/epoch_NNN.png``.
+    the run as ``val_predictions/epoch_NNN.png``: watching the same images get classified
+    better, epoch after epoch, is often the quickest sanity check of a run.
     """
 
     def __init__(self, run: TrackedRun, samples: tuple[torch.Tensor, torch.Tensor],
@@ -92,18 +94,15 @@ class ValidationImageLogger(Callback):
                                 ) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        from litpipe.plots import reconstruction_grid, sample_grid
-
         x = to_unit_range(self.images).to(pl_module.device)
         with torch.no_grad():
             out = pl_module(x).float().cpu()
         path = self.workdir / f"epoch_{trainer.current_epoch:03d}.png"
         title = f"Validation, epoch {trainer.current_epoch}"
         if out.shape == x.shape:
-            reconstruction_grid(self.images.numpy(), out.numpy(), path, title=title)
+            reconstruction_pairs(self.images, out, path, title=title)
         else:
-            probs = torch.softmax(out, dim=1)
-            conf, pred = probs.max(dim=1)
-            sample_grid(self.images.numpy(), self.labels.tolist(), pred.tolist(),
-                        self.classes, path, probs=conf.tolist(), title=title)
+            conf, pred = torch.softmax(out, dim=1).max(dim=1)
+            prediction_grid(self.images, self.labels.tolist(), pred.tolist(), conf.tolist(),
+                            self.classes, path, title=title)
         self.run.log_artifact(path, "val_predictions")
