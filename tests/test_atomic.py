@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,52 @@ def test_atomic_dir_failure_keeps_old(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert sorted(p.name for p in target.iterdir()) == ["keep.npy"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["processed"]
+
+
+# A child process whose writes fail part-way: RLIMIT_FSIZE caps any file it writes at
+# LIMIT bytes, so writing a bigger file fails with EFBIG (SIGXFSZ ignored) after LIMIT
+# bytes have reached the disk, however the code under test opens and writes the file.
+# That is a disk filling up mid-write, reproduced exactly.
+LIMIT = 4096
+PARTIAL_WRITE = """
+import resource, signal, sys
+from litpipe.atomic import write_json, write_text
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+target, kind = sys.argv[1], sys.argv[2]
+try:
+    if kind == "json":
+        per_class = {{str(i): 0.5 for i in range(2000)}}  # about 30 kB of JSON
+        write_json(target, {{"test_acc": 0.93, "per_class_acc": per_class}})
+    else:
+        write_text(target, "x" * 20000)
+except OSError as exc:
+    print(f"failed: {{exc.strerror}}")
+else:
+    print("written")
+"""
+
+
+@pytest.mark.parametrize("kind", ["json", "text"])
+def test_failure_during_the_write_leaves_the_old_file(tmp_path: Path, kind: str) -> None:
+    """reports/metrics.json (write_json) and any write_text output: a write that fails
+    half-way leaves the previous content whole and no temporary file behind."""
+    target = tmp_path / "metrics.json"
+    target.write_text('{"test_acc": 0.9}\n')
+    proc = subprocess.run([sys.executable, "-c", PARTIAL_WRITE.format(limit=LIMIT),
+                           str(target), kind], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "failed: File too large"  # the write really failed
+    assert target.read_text() == '{"test_acc": 0.9}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_write_json_replaces_whole_files(tmp_path: Path) -> None:
+    """A reader sees the old file or the new one: the rename swaps inodes, so a file handle
+    opened before the write still reads the complete old content."""
+    target = tmp_path / "metrics.json"
+    write_json(target, {"test_acc": 0.9})
+    with target.open() as before:
+        write_json(target, {"test_acc": 0.95, "test_loss": 0.2})
+        assert before.read() == '{\n  "test_acc": 0.9\n}\n'
+    assert target.read_text() == '{\n  "test_acc": 0.95,\n  "test_loss": 0.2\n}\n'

@@ -242,6 +242,36 @@ def test_cifar_tarball_end_to_end(server, tmp_path: Path) -> None:
     assert load_cifar10(dest)["train"][0].shape == (20, 3, 32, 32)
 
 
+def test_cifar_tarball_pinned_by_content_sha256(server, tmp_path: Path) -> None:
+    """A tarball pinned by ``sha256:`` of its (gunzipped) content: a mirror serving other
+    content is refused before anything is extracted, and the next mirror's right one is
+    installed. Without the check, the wrong batches would be extracted and trained on."""
+    from litpipe.data.cifar import load_cifar10
+
+    url, routes = server
+    right = {"cifar-10-python.tar.gz": cifar_tarball(cifar_members(n=3, seed=70))}
+    wrong = {"cifar-10-python.tar.gz": cifar_tarball(cifar_members(n=3, seed=71))}
+    routes.set("cifar-wrong", wrong)
+    routes.set("cifar-right", right)
+    pinned = sha256_digests(right)  # sha256 of the decompressed tar stream
+    name = "cifar-10-python.tar.gz"
+    got = hashlib.sha256(gzip.decompress(wrong[name])).hexdigest()
+
+    msg = fetch_error(cfg("cifar10", [f"{url}/cifar-wrong/"], pinned), tmp_path / "raw")
+    assert (f"digest mismatch for {name} from {url}/cifar-wrong/{name}: expected "
+            f"{pinned[name]}, got sha256:{got}") in msg
+    assert_nothing_left(tmp_path / "raw")
+
+    dest = download_dataset(cfg("cifar10", [f"{url}/cifar-wrong/", f"{url}/cifar-right/"],
+                                pinned), tmp_path / "raw2", progress=False)
+    entry = manifest(dest)["files"][name]
+    assert (entry["algorithm"], "sha256:" + entry["digest"]) == ("sha256", pinned[name])
+    assert entry["mirror"] == f"{url}/cifar-right/"
+    batch = pickle.loads(cifar_members(n=3, seed=70)["cifar-10-batches-py/test_batch"],
+                         encoding="bytes")
+    assert np.array_equal(load_cifar10(dest)["test"][0].reshape(3, -1), batch[b"data"])
+
+
 def test_tampered_cifar_pickle_is_refused_at_load(server, tmp_path: Path) -> None:
     """A tarball whose digest is trusted can still hold a hostile pickle: the reader refuses."""
     from litpipe.data.cifar import UnsafePickleError, load_cifar10

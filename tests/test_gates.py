@@ -145,6 +145,65 @@ def test_flatten_metrics_keeps_numbers_only() -> None:
     assert flatten_metrics(nested) == {"a": 1.0, "b.c": 0.5, "b.d.e": 2.0}
 
 
+# --- boundaries: a value exactly at a bound passes, the smallest step beyond it fails ----
+
+JUST = 1e-9  # "just beyond": well above the gate's float tolerance (1e-12), far below
+#              any real change in a metric
+
+# (rule, baseline value or None, value exactly at the bound, direction of "beyond": -1/+1).
+# Decimal values are what metrics.json holds; 0.93 - 0.925 is 0.0050000000000000044 in
+# floating point, so "exactly at" must pass despite float error. The binary fractions
+# (0.75, 0.125, ...) are exact, so any strict comparison fails them.
+BOUNDARIES = {
+    "min": ({"min": 0.92}, None, 0.92, -1),
+    "min-binary": ({"min": 0.75}, None, 0.75, -1),
+    "max": ({"max": 0.35}, None, 0.35, +1),
+    "max-binary": ({"max": 0.25}, None, 0.25, +1),
+    "max_drop": ({"max_drop": 0.005}, 0.93, 0.925, -1),
+    "max_drop-binary": ({"max_drop": 0.125}, 0.75, 0.625, -1),
+    "max_rise": ({"max_rise": 0.02}, 0.30, 0.32, +1),
+    "max_rise-binary": ({"max_rise": 0.125}, 0.25, 0.375, +1),
+    "relative-drop": ({"max_drop": 0.1, "relative": True}, 0.95, 0.855, -1),
+    "relative-drop-binary": ({"max_drop": 0.25, "relative": True}, 0.5, 0.375, -1),
+    "relative-rise": ({"max_rise": 0.5, "relative": True}, 0.3, 0.45, +1),
+    "relative-rise-binary": ({"max_rise": 0.25, "relative": True}, 0.5, 0.625, +1),
+    # Relative bounds scale by |baseline|: a negative metric still has a positive allowance.
+    "relative-drop-negative": ({"max_drop": 0.5, "relative": True}, -0.5, -0.75, -1),
+    "relative-rise-negative": ({"max_rise": 0.5, "relative": True}, -0.5, -0.25, +1),
+}
+
+
+def _verdicts(rule: dict, baseline: float | None, value: float) -> list[str]:
+    from litpipe.config import MetricRule
+    from litpipe.gate.check import Baseline, check
+
+    base = Baseline("main", {"m": baseline}, "baseline main") if baseline is not None \
+        else None
+    return [r.verdict for r in check({"m": MetricRule(**rule)}, {"m": value}, base, "fail")]
+
+
+@pytest.mark.parametrize("case", sorted(BOUNDARIES))
+def test_value_exactly_at_the_bound_passes_just_beyond_fails(case: str) -> None:
+    rule, baseline, at, beyond = BOUNDARIES[case]
+    assert _verdicts(rule, baseline, at) == ["PASS"], (case, at)
+    assert _verdicts(rule, baseline, at + beyond * JUST) == ["FAIL"], (case, at)
+    assert _verdicts(rule, baseline, at - beyond * JUST) == ["PASS"], (case, at)  # inside
+
+
+def test_boundary_through_the_gate_command(repo: Path) -> None:
+    """The same boundary end to end: metrics file, git baseline, exit status."""
+    rules = {"classification": {"test_acc": {"min": 0.85, "max_drop": 0.05},
+                                "test_loss": {"max": 0.4, "max_rise": 0.1}}}
+    write(repo, BASE, rules=rules)
+    git(repo, "commit", "-qam", "boundary rules")
+    candidate(repo, test_acc=0.85, test_loss=0.4)  # at all four bounds at once
+    assert run_gate(repo)[0] == 0
+    candidate(repo, test_acc=0.85 - JUST, test_loss=0.4)
+    assert run_gate(repo)[0] == 1
+    candidate(repo, test_acc=0.85, test_loss=0.4 + JUST)
+    assert run_gate(repo)[0] == 1
+
+
 def test_nan_never_passes(repo: Path) -> None:
     (repo / "reports/metrics.json").write_text(
         json.dumps({**BASE, "test_loss": float("nan")}))  # json writes NaN

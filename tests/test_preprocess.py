@@ -36,6 +36,45 @@ def test_split_is_seeded_and_disjoint() -> None:
     assert not np.array_equal(a["val"][0], other["val"][0])
 
 
+def _numbered(n: int, n_test: int = 50) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Raw arrays whose every image carries its own index (two pixels, base 256) and whose
+    label is a function of it, so a split can be checked sample by sample."""
+    def images(count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.arange(offset, offset + count)
+        x = np.zeros((count, 1, 8, 8), np.uint8)
+        x[:, 0, 0, 0], x[:, 0, 0, 1] = ids // 256, ids % 256
+        return x, (ids % 10).astype(np.int64)
+
+    return {"train": images(n, 0), "test": images(n_test, 60_000)}
+
+
+def _ids(x: np.ndarray) -> list[int]:
+    return (x[:, 0, 0, 0].astype(int) * 256 + x[:, 0, 0, 1]).tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("train_size", [None, 300])
+def test_validation_never_overlaps_training(seed: int, train_size: int | None) -> None:
+    """Every validation sample is absent from the training set (a leak would inflate
+    val_acc and mislead early stopping and checkpointing), nothing appears twice, labels
+    stay with their images, and without a cap train + val is the whole training set."""
+    raw = _numbered(1000)
+    params = load_params(ROOT / "params.yaml", overrides={
+        "data.dataset": "digits", "data.val_size": 100, "data.train_size": train_size,
+        "seed": seed})
+    s = make_splits(params, raw)
+    train, val = _ids(s["train"][0]), _ids(s["val"][0])
+    assert len(val) == 100 and len(set(val)) == 100
+    assert len(set(train)) == len(train) == (train_size or 900)
+    assert not set(train) & set(val)
+    if train_size is None:
+        assert set(train) | set(val) == set(range(1000))
+    for split in ("train", "val", "test"):
+        x, y = s[split]
+        assert (y == np.array(_ids(x)) % 10).all(), split
+    assert set(_ids(s["test"][0])) == set(range(60_000, 60_050))
+
+
 def test_caps_apply() -> None:
     raw = load_digits_dataset()
     s = make_splits(digits_params(train_size=50, test_size=30), raw)
