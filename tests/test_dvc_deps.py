@@ -81,6 +81,6 @@ def test_stage_deps_list_every_imported_module(stage: str) -> None:
 def test_the_walk_sees_imports_inside_functions(tmp_path: Path) -> None:
     """The checker itself: a lazy import (inside a function) still counts."""
     entry = tmp_path / "entry.py"
-    entry.write_text("def f():\n    from litpipe.tracking import TrackedRun\n")
-    assert "src/litpipe/tracking.py" in stage_code_files(entry)
+    entry.write_text("def f():\n    from litpipe.tracking.run import TrackedRun\n")
+    assert "src/litpipe/tracking/run.py" in stage_code_files(entry)
     assert "src/litpipe/config.py" in stage_code_files(entry)  # tracking imports config

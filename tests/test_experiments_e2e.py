@@ -7,14 +7,22 @@ still land in the repository's own SQLite DB (found through $DVC_ROOT), complete
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import configure_tiny_digits, run, wait_for_queue
+from tests.conftest import (
+    configure_tiny_digits,
+    edit_params,
+    make_repo_copy,
+    run,
+    wait_for_queue,
+)
 
 pytestmark = pytest.mark.e2e
+
 
 def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
     repo = repo_copy
@@ -53,3 +61,38 @@ def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
     # Artifacts of queued runs live under the repo, not in the deleted temp workspaces.
     assert not list((repo / ".dvc/tmp/exps").glob("tmp*/mlartifacts"))
     assert len(list((repo / "mlartifacts").rglob("samples.png"))) == 4
+
+
+# How many fresh clones the parallel-queue test runs (CI: 1; `LITPIPE_QUEUE_ROUNDS=3` for the
+# repeated check of a race, which is what this test is about).
+ROUNDS = int(os.environ.get("LITPIPE_QUEUE_ROUNDS", "1"))
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_parallel_queue_on_a_fresh_db(tmp_path: Path, round_: int) -> None:
+    """5 queued experiments, 2 at a time, on a clone with no mlflow.db yet.
+
+    Two processes creating MLflow's SQLite schema at once used to break each other
+    ("index ... already exists", "duplicate column name"); the store is now created once,
+    under a lock, before any writer touches it.
+    """
+    repo = make_repo_copy(tmp_path / "repo")
+    configure_tiny_digits(repo)
+    edit_params(repo / "params.yaml", {"trainer.max_epochs": 1,
+                                       "callbacks.val_image_samples": 0})
+    run(["git", "commit", "-qam", "one epoch"], repo)
+    assert not (repo / "mlflow.db").exists()
+    lrs = ("0.001", "0.002", "0.003", "0.004", "0.005")
+    for lr in lrs:
+        run(["dvc", "exp", "run", "--queue", "-S", f"optimizer.lr={lr}"], repo)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    status = wait_for_queue(repo, deadline_s=900)
+    assert "Failed" not in status, status
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        runs = db.execute("select status from runs").fetchall()
+        versions = db.execute("select count(*) from model_versions").fetchone()[0]
+        logged = sorted(v for (v,) in db.execute(
+            "select value from params where key='optimizer.lr'"))
+    assert runs == [("FINISHED",)] * 5
+    assert versions == 5
+    assert logged == list(lrs)

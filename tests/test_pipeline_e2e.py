@@ -49,10 +49,11 @@ def test_pipeline_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     repo = repo_copy
     set_params(repo, TINY)
     # Only the local Debian mirror: the test must never need the network.
-    set_params(repo, {"data": {"mirrors": {"fashion_mnist": [FASHION.as_uri() + "/"]}}})
+    set_params(repo, {"data.mirrors.fashion_mnist": [FASHION.as_uri() + "/"]})
 
     first = run(["dvc", "repro"], repo)
-    assert ran_stages(first.stdout) == {"download", "split", "train", "evaluate", "export"}
+    assert ran_stages(first.stdout) == {"validate", "download", "split", "train", "evaluate",
+                                        "export"}
 
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert set(metrics) >= {"test_acc", "test_macro_f1", "test_loss", "per_class_acc"}
@@ -66,7 +67,8 @@ def test_pipeline_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
                 "models/export/model.ts", "reports/samples.png", "reports/confusion.csv",
                 "reports/train_history.csv"):
         assert (repo / out).stat().st_size > 0, out
-    assert not list((repo / "models").glob(".train-*")), "checkpoint work dir left behind"
+    assert not list((repo / "models").glob(".*")), "temporary files left behind"
+    assert not list((repo / ".litpipe/resume").glob("*/")), "resume state left behind"
 
     # MLflow: one run, with params, per-epoch curves, test metrics, artifacts, a model version.
     run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
@@ -91,14 +93,14 @@ def test_pipeline_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     assert ran_stages(second.stdout) == set()
 
     # An evaluate-only param reruns evaluate and nothing else.
-    set_params(repo, {"evaluate": {"samples": 4}})
+    set_params(repo, {"evaluate.samples": 4})
     third = run(["dvc", "repro"], repo)
-    assert ran_stages(third.stdout) == {"evaluate"}
+    assert ran_stages(third.stdout) == {"validate", "evaluate"}
 
     # A train param reruns train and everything downstream, not download or split.
     set_params(repo, {"optimizer.lr": 0.003})
     fourth = run(["dvc", "repro"], repo)
-    assert ran_stages(fourth.stdout) == {"train", "evaluate", "export"}
+    assert ran_stages(fourth.stdout) == {"validate", "train", "evaluate", "export"}
 
     # A bad param fails fast with the key's path and touches no output.
     before = snapshot(repo)

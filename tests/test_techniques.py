@@ -259,7 +259,7 @@ def test_lr_auto_runs_the_finder(work: Path, processed: Path) -> None:
     s = train(work, processed, **{"optimizer.lr": "auto", "tuner.num_training": 30,
                                   "tuner.max_lr": 0.3, "trainer.max_epochs": 1,
                                   "trainer.limit_train_batches": 1.0})
-    tuning = json.loads((s["dir"] / "reports/tuning.json").read_text())
+    tuning = json.loads((s["dir"] / "models/tuning.json").read_text())
     assert tuning["lr_tuned"] is True and 1e-6 <= tuning["lr"] <= 1.0
     assert tuning["lr"] != 1e-3  # the placeholder value before tuning
     run = client(work).get_run(s["run_id"])
@@ -273,7 +273,7 @@ def test_lr_auto_runs_the_finder(work: Path, processed: Path) -> None:
 def test_batch_size_auto_runs_the_finder(work: Path, processed: Path) -> None:
     s = train(work, processed, **{"data.batch_size": "auto", "tuner.max_batch_size": 256,
                                   "trainer.max_epochs": 1})
-    tuning = json.loads((s["dir"] / "reports/tuning.json").read_text())
+    tuning = json.loads((s["dir"] / "models/tuning.json").read_text())
     assert tuning["batch_size_tuned"] is True
     assert 16 < tuning["batch_size"] <= 256
     assert client(work).get_run(s["run_id"]).data.params["tuned.batch_size"] == \
@@ -324,7 +324,7 @@ def test_predict_agrees_with_evaluate(work: Path, processed: Path) -> None:
         path = work / f"img{i}.png"
         Image.fromarray(np.asarray(x[i][0])).save(path)
         files.append(path)
-    from litpipe.model.module import load_module
+    from litpipe.model.checkpoint import load_module
 
     module = load_module(models / "best.ckpt")
     with torch.no_grad():

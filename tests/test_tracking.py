@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from litpipe.config import TrackingConfig
-from litpipe.tracking import TrackingError, check_reachable, resolve_tracking_uri
+from litpipe.tracking.store import TrackingError, check_store, resolve_tracking_uri
 from tests.conftest import pipeline_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +38,10 @@ def test_dvc_root_wins_over_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_env_then_param(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_tracking_uri(TrackingConfig(uri="http://127.0.0.1:1", experiment="litpipe")) == "http://127.0.0.1:1"
+    cfg = TrackingConfig(uri="http://127.0.0.1:1", experiment="litpipe")
+    assert resolve_tracking_uri(cfg) == "http://127.0.0.1:1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:2")
-    assert resolve_tracking_uri(TrackingConfig(uri="http://127.0.0.1:1", experiment="litpipe")) == "http://127.0.0.1:2"
+    assert resolve_tracking_uri(cfg) == "http://127.0.0.1:2"
 
 
 def closed_port() -> int:
@@ -49,13 +50,13 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_check_reachable_refused() -> None:
+def test_check_store_refused() -> None:
     uri = f"http://127.0.0.1:{closed_port()}"
     with pytest.raises(TrackingError, match=f"{uri} is unreachable"):
-        check_reachable(uri)
+        check_store(uri)
 
 
-def test_check_reachable_silent_server_times_out() -> None:
+def test_check_store_silent_server_times_out() -> None:
     """A server that accepts connections but never answers must not hang the stage."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -76,7 +77,7 @@ def test_check_reachable_silent_server_times_out() -> None:
     t.start()
     try:
         with pytest.raises(TrackingError, match="unreachable"):
-            check_reachable(uri, timeout=1.0)  # returns instead of waiting for an answer
+            check_store(uri, timeout=1.0)  # returns instead of waiting for an answer
     finally:
         stop.set()
         t.join(2)

@@ -20,7 +20,7 @@ from litpipe.config import Params
 from litpipe.data.datamodule import ArrayDataModule
 from litpipe.data.pixels import to_unit_range
 from litpipe.data.processed import load_split
-from litpipe.model.module import load_module
+from litpipe.model.checkpoint import load_module
 from litpipe.model.progress import progress_bar
 from litpipe.plots import (
     confusion_matrix_plot,
@@ -30,7 +30,7 @@ from litpipe.plots import (
     sample_grid,
 )
 from litpipe.repo import MODELS, PROCESSED, REPORTS
-from litpipe.tracking import TrackedRun
+from litpipe.tracking.run import TrackedRun
 
 DIGITS = 6  # decimals kept in metrics.json: stable across platforms, plenty for comparing
 

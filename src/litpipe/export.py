@@ -21,9 +21,9 @@ from litpipe.config import Params
 from litpipe.data.pixels import to_unit_range
 from litpipe.data.processed import load_split
 from litpipe.errors import LitpipeError
-from litpipe.model.module import load_module
+from litpipe.model.checkpoint import load_module
 from litpipe.repo import MODELS, PROCESSED, REPORTS
-from litpipe.tracking import TrackedRun
+from litpipe.tracking.run import TrackedRun
 
 
 class ExportError(LitpipeError):

@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+VALIDATED = Path("data/params.validated")  # validate: every stage depends on it
 RAW = Path("data/raw")  # download: verified raw files, one folder per dataset
 PROCESSED = Path("data/processed")  # split: {train,val,test}_{x,y}.npy + stats.json
 MODELS = Path("models")  # train: checkpoints + run.json; export: models/export/

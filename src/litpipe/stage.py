@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from litpipe.atomic import write_text
 from litpipe.config import Params, load_params
 from litpipe.errors import LitpipeError
+from litpipe.repo import VALIDATED
 
 
 @dataclass
@@ -56,6 +58,13 @@ def stage(name: str, params_path: str | Path = "params.yaml") -> Iterator[StageR
     except LitpipeError as exc:
         fail(name, exc, 2)
     except KeyboardInterrupt:
-        fail(name, "interrupted (Ctrl-C); outputs left as they were", 130)
+        fail(name, "interrupted (Ctrl-C); nothing half-written was left, and a training run "
+             "resumes from its last completed epoch on the next `dvc repro`", 130)
     done = f"litpipe {name}: done in {time.perf_counter() - t0:.1f}s"
     print(f"{done}: {run.summary}" if run.summary is not None else done)
+
+
+def write_validated_marker(path: Path = VALIDATED) -> None:
+    """The validate stage's output: constant text, so that a valid change of params does not
+    by itself rerun the stages that depend on it (they depend on the params they read)."""
+    write_text(path, "params.yaml passed validation; the values are in dvc.lock\n")

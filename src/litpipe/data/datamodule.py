@@ -1,8 +1,15 @@
 """LightningDataModule over the split stage's ``.npy`` arrays.
 
-Images stay uint8 tensors in memory (no per-sample PIL decode); conversion to float and
-augmentation happen on whole batches in ``on_after_batch_transfer``, which is both faster on
-CPU and runs on the GPU when there is one.
+Images stay uint8 tensors in memory (no per-sample decode). The sampler hands the
+DataLoader a whole batch of indices at a time and the tensors are indexed once per batch
+(``batch_size=None``), instead of once per sample followed by a collate; conversion to float
+and augmentation happen on whole batches in ``on_after_batch_transfer``, which also runs on
+the GPU when there is one.
+
+**Randomness is a function of (seed, epoch).** The shuffle order and the augmentation draws
+of epoch ``e`` are seeded from ``epoch_seed(seed, e)`` when the epoch starts, not carried
+over from earlier epochs. A run resumed at epoch ``e`` from a checkpoint therefore sees
+exactly the batches an uninterrupted run sees, without saving any generator state.
 """
 
 from __future__ import annotations
@@ -13,10 +20,44 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from litpipe.data.pixels import to_unit_range
 from litpipe.data.processed import load_split, load_stats
+
+
+def epoch_seed(seed: int, epoch: int, stream: str) -> int:
+    """A 32-bit seed for one random ``stream`` ("shuffle", "augment", "dropout") of one epoch.
+
+    ``SeedSequence`` mixes its inputs, so neighbouring seeds or epochs do not give related
+    streams.
+    """
+    key = int.from_bytes(stream.encode(), "little")
+    return int(np.random.SeedSequence([seed, epoch, key]).generate_state(1)[0])
+
+
+class EpochBatches(Sampler[torch.Tensor]):
+    """Index batches for one epoch: ``0..n-1``, shuffled by ``(seed, epoch)`` if asked, cut
+    into ``batch_size`` pieces. Lightning calls :meth:`set_epoch` before each epoch (as it
+    does for a DistributedSampler)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool) -> None:
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):  # noqa: ANN204 (an iterator of index tensors)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, "shuffle"))
+            order = torch.randperm(self.n, generator=gen)
+        else:
+            order = torch.arange(self.n)
+        yield from order.split(self.batch_size)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
@@ -24,6 +65,8 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     """Translate each image by a random integer offset in [-max_shift, max_shift] (zero pad).
 
     Done with one padded copy and a gather of per-sample windows: no Python loop per image.
+    (torchvision's ``transforms.v2`` draws one set of parameters per call, so on a batch it
+    would shift every image the same way.)
     """
     if max_shift <= 0:
         return x
@@ -59,8 +102,13 @@ class ArrayDataModule(L.LightningDataModule):
         self.augment = augment
         self.stats = load_stats(self.processed_dir)
         self.datasets: dict[str, TensorDataset] = {}
-        # Dedicated generator: augmentation draws do not disturb the global RNG stream.
-        self._aug_gen = torch.Generator().manual_seed(seed)
+        # Dedicated generator, reseeded each epoch: augmentation draws neither disturb nor
+        # depend on the global RNG stream.
+        self._aug_gen = torch.Generator().manual_seed(epoch_seed(seed, 0, "augment"))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the augmentation for ``epoch`` (called when each training epoch starts)."""
+        self._aug_gen.manual_seed(epoch_seed(self.seed, epoch, "augment"))
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)
@@ -73,10 +121,15 @@ class ArrayDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.batch_size if split == "train" else self.eval_batch_size
+        dataset = self.datasets[split]
+        # batch_size=None: the sampler yields whole index batches and TensorDataset indexes
+        # each tensor once per batch. The generator only seeds worker processes; passing one
+        # keeps the DataLoader from drawing that seed from the global RNG.
         return DataLoader(
-            self.datasets[split], batch_size=batch, shuffle=shuffle,
+            dataset, batch_size=None,
+            sampler=EpochBatches(len(dataset), batch, self.seed, shuffle),
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,12 +1,10 @@
 """The LightningModules: loss, torchmetrics, optimiser and scheduler around a network.
 
-Also where a checkpoint becomes a module again (:func:`load_module`), so that evaluate,
-export and predict read a model without importing the train stage.
+A checkpoint becomes a module again in :mod:`litpipe.model.checkpoint`, beside these.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,7 +14,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from litpipe.config import MODEL_TASKS, Params
-from litpipe.errors import MissingInputError
 from litpipe.model.networks import build_network
 
 # The rate the module holds when optimizer.lr is auto, until Lightning's finder replaces it.
@@ -27,8 +24,9 @@ class LitBase(L.LightningModule):
     """What every litpipe model shares: the network, optimiser and scheduler, grad norms.
 
     Every argument is a plain number, string or list, and ``save_hyperparameters`` stores
-    them in the checkpoint: :func:`load_module` rebuilds the module from a checkpoint
-    loaded with ``weights_only=True``, so reading a model never unpickles code.
+    them in the checkpoint: :func:`litpipe.model.checkpoint.load_module` rebuilds the
+    module from a checkpoint loaded with ``weights_only=True``, so reading a model never
+    unpickles code.
     """
 
     def __init__(self, *, network: str, in_shape: list[int], classes: list[str],
@@ -207,20 +205,3 @@ def build_module(params: Params, stats: dict[str, Any]) -> LitBase:
                optimizer=opt.name, lr=LR_BEFORE_TUNING if opt.lr == "auto" else opt.lr,
                weight_decay=opt.weight_decay, momentum=opt.momentum, scheduler=sched.name,
                step_size=sched.step_size, gamma=sched.gamma)
-
-
-def load_module(path: Path, map_location: str = "cpu") -> LitBase:
-    """Rebuild the LightningModule saved in checkpoint ``path``, in eval mode.
-
-    ``weights_only=True``: the file may come from a teammate's cache or a remote, and
-    loading it must not be able to run code.
-    """
-    if not path.is_file():
-        raise MissingInputError(f"{path}: no such checkpoint (run `dvc repro train`)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    hp = ckpt["hyper_parameters"]
-    cls = LitAutoEncoder if MODEL_TASKS[hp["network"]] == "reconstruction" else LitClassifier
-    module = cls(**hp)
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
-    return module

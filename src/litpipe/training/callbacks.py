@@ -1,24 +1,54 @@
-"""The callbacks the train stage adds to Lightning's: per-epoch history and validation
-pictures, both logged to the model's MLflow run."""
+"""The callbacks the train stage adds to Lightning's: per-epoch seeding (exact resume),
+per-epoch history and validation pictures, both logged to the model's MLflow run."""
 
 from __future__ import annotations
 
 import csv
 import io
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from litpipe.data.datamodule import ArrayDataModule, epoch_seed
 from litpipe.data.pixels import to_unit_range
 from litpipe.grids import prediction_grid, reconstruction_pairs
-from litpipe.tracking import TrackedRun
+from litpipe.tracking.run import TrackedRun
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                  "grad_norm_max", "epoch_time_s", "samples_per_s")
+                  "grad_norm_max")
+
+
+class EpochSeeding(Callback):
+    """Seeds every random stream from ``(seed, epoch)`` as each training epoch starts.
+
+    Dropout (the global RNG, per rank), the shuffle order and the augmentation then depend
+    only on the epoch, so a run resumed from the checkpoint of epoch ``e - 1`` trains epoch
+    ``e`` exactly as an uninterrupted run does, with no generator state to save.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run that early stopping had already ended, restored from its last checkpoint,
+        # must not train one more epoch before early stopping looks again.
+        if any(getattr(cb, "stopped_epoch", 0) for cb in trainer.callbacks):
+            trainer.should_stop = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        s = epoch_seed(self.seed, epoch, f"dropout-{trainer.global_rank}")
+        torch.manual_seed(s)
+        random.seed(s)
+        np.random.seed(s)
+        if isinstance(trainer.datamodule, ArrayDataModule):
+            trainer.datamodule.set_epoch(epoch)
 
 
 class EpochHistory(Callback):
@@ -27,14 +57,26 @@ class EpochHistory(Callback):
     Lightning's loggers plot epoch metrics against the global step; users comparing runs
     with different batch sizes want epochs on the x axis. ``run`` is None on the ranks
     other than 0 of a multi-process run: only rank 0 talks to MLflow.
+
+    The rows are part of Lightning's checkpoint (:meth:`state_dict`), so a resumed run's
+    ``reports/train_history.csv`` is whole; epochs up to ``logged_upto`` are already in
+    MLflow and are not logged twice. Timings go to MLflow only: the CSV is a DVC output and
+    must be the same bytes for the same params.
     """
 
     def __init__(self, run: TrackedRun | None) -> None:
         self.run = run
         self.rows: list[dict[str, float]] = []
+        self.logged_upto = -1
         self._t0 = 0.0
         self._samples = 0
         self._lr = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -47,22 +89,27 @@ class EpochHistory(Callback):
         self._samples += len(batch[0]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+        epoch = trainer.current_epoch
+        if trainer.sanity_checking or any(r["epoch"] == epoch for r in self.rows):
+            return  # a restored epoch whose end Lightning replays after a restart
         elapsed = time.perf_counter() - self._t0
         m = trainer.callback_metrics
-        row: dict[str, float] = {"epoch": trainer.current_epoch}
+        row: dict[str, float] = {"epoch": epoch}
         for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
             if key in m:
                 row[key] = float(m[key])
         row["lr"] = self._lr
         row["grad_norm_max"] = float(getattr(pl_module, "grad_norm_max", 0.0))
-        row["epoch_time_s"] = elapsed
-        row["samples_per_s"] = self._samples / elapsed if elapsed > 0 else 0.0
         self.rows.append(row)
-        if self.run is not None:
-            self.run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
-                                 step=int(row["epoch"]))
+        if trainer.is_global_zero:  # one line an epoch, readable in logs without a bar
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            print(f"litpipe train: epoch {epoch + 1}/{trainer.max_epochs}: {shown}", flush=True)
+        if self.run is not None and epoch > self.logged_upto:
+            timing = {"epoch_time_s": elapsed,
+                      "samples_per_s": self._samples / elapsed if elapsed > 0 else 0.0}
+            self.run.log_metrics({**{k: v for k, v in row.items() if k != "epoch"},
+                                  **timing}, step=epoch)
+            self.logged_upto = epoch
 
     def to_csv(self) -> str:
         buf = io.StringIO()

@@ -1,21 +1,23 @@
 """The train stage: a Lightning Trainer with litpipe's callbacks, tracked as one MLflow run.
 
-Checkpoints are written by ModelCheckpoint into a private temporary directory under
-``models/`` and moved onto ``models/best.ckpt`` / ``models/last.ckpt`` only when training
-finished, so a killed run never leaves a checkpoint that DVC or a user could mistake for a
-finished one. Only global rank 0 writes outputs or talks to MLflow (DDP runs N processes).
+Nothing trained is lost (:mod:`litpipe.training.resume`): every completed epoch is
+checkpointed in the resume directory, a rerun after a kill continues from there into the
+same MLflow run, and a failure after training (tracking outage, full disk) keeps the trained
+model there so the rerun only writes the outputs. ``models/`` is written last, from the
+resume directory, so a killed run never leaves a checkpoint that DVC or a user could take
+for a finished one. Only global rank 0 writes outputs or talks to MLflow (DDP runs N
+processes).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
@@ -24,18 +26,26 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.utilities import rank_zero_only
 
-from litpipe.atomic import move_into_place, write_json, write_text
+from litpipe.atomic import write_json, write_text
 from litpipe.config import Params
 from litpipe.data.datamodule import ArrayDataModule
-from litpipe.model.module import build_module
+from litpipe.errors import LitpipeError
+from litpipe.model.module import LitBase, build_module
 from litpipe.model.progress import progress_bar
 from litpipe.repo import MODELS, PROCESSED, REPORTS
-from litpipe.tracking import TrackedRun, check_reachable, resolve_tracking_uri, run_tags
-from litpipe.training.callbacks import EpochHistory, ValidationImageLogger
+from litpipe.tracking.run import TrackedRun
+from litpipe.tracking.store import TrackingError, check_store, resolve_tracking_uri
+from litpipe.tracking.tags import run_tags
+from litpipe.training.callbacks import EpochHistory, EpochSeeding, ValidationImageLogger
+from litpipe.training.resume import ResumeDir, export_checkpoint, fingerprint
 from litpipe.training.tuning import tune
 
 # The batch size the batch-size finder starts from when data.batch_size is auto.
 BATCH_SIZE_BEFORE_TUNING = 64
+
+
+class OutputError(LitpipeError):
+    """An output could not be written (full disk, permissions); the model is kept."""
 
 
 def run_name(params: Params) -> str:
@@ -48,14 +58,40 @@ def run_name(params: Params) -> str:
     return f"{head}-{uuid.uuid4().hex[:6]}"
 
 
-def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None, work: Path
-               ) -> tuple[ModelCheckpoint, EpochHistory, list[Callback]]:
-    """ModelCheckpoint and the history (read after fit), and every callback for the Trainer."""
+def _profiler(kind: str, workdir: Path) -> Any:
+    """Lightning's profiler, writing its report to a file (logged to MLflow), or None."""
+    if kind == "none":
+        return None
+    from lightning.pytorch.profilers import AdvancedProfiler, SimpleProfiler
+
+    cls = SimpleProfiler if kind == "simple" else AdvancedProfiler
+    return cls(dirpath=workdir, filename="profile")
+
+
+def build_trainer(params: Params, callbacks: list[Callback], workdir: Path) -> L.Trainer:
+    """``lightning.Trainer(**params.trainer)``, deterministic, with litpipe's callbacks."""
+    cfg = params.trainer
+    kwargs = cfg.model_dump(exclude={"profiler"})
+    if cfg.gradient_clip_val is None:  # Lightning refuses an algorithm without a value
+        kwargs["gradient_clip_algorithm"] = None
+    return L.Trainer(**kwargs, profiler=_profiler(cfg.profiler, workdir), deterministic=True,
+                     logger=False, callbacks=callbacks, enable_model_summary=True,
+                     default_root_dir=workdir)
+
+
+def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
+               resume: ResumeDir) -> tuple[ModelCheckpoint, EpochHistory, list[Callback]]:
+    """ModelCheckpoint and the history (read after fit), and every callback for the Trainer.
+
+    ModelCheckpoint writes into the resume directory: ``best.ckpt`` by the monitored metric,
+    and ``last.ckpt`` at the end of every epoch, which a rerun resumes from.
+    """
     cb = params.callbacks
-    checkpoint = ModelCheckpoint(dirpath=work, filename="best", monitor=cb.checkpoint.monitor,
-                                 mode=cb.checkpoint.mode, save_top_k=1, save_last=False)
+    checkpoint = ModelCheckpoint(dirpath=resume.checkpoints, filename="best",
+                                 monitor=cb.checkpoint.monitor, mode=cb.checkpoint.mode,
+                                 save_top_k=1, save_last=True, save_on_train_epoch_end=True)
     history = EpochHistory(run)
-    callbacks: list[Callback] = [checkpoint, history]
+    callbacks: list[Callback] = [EpochSeeding(params.seed), checkpoint, history]
     if params.trainer.enable_progress_bar:
         callbacks.append(progress_bar())
     es = cb.early_stopping
@@ -70,114 +106,177 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None, work
         dm.setup("validate")
         images, labels = dm.datasets["val"].tensors
         n = min(cb.val_image_samples, len(labels))
+        (resume.path / "val_predictions").mkdir(exist_ok=True)
         callbacks.append(ValidationImageLogger(run, (images[:n], labels[:n]),
-                                               dm.stats["classes"], work))
+                                               dm.stats["classes"],
+                                               resume.path / "val_predictions"))
     return checkpoint, history, callbacks
 
 
-def _profiler(kind: str, workdir: Path) -> Any:
-    """Lightning's profiler, writing its report to a file (logged to MLflow), or None."""
-    if kind == "none":
+def _open_run(params: Params, resume: ResumeDir, uri: str, dm: ArrayDataModule,
+              processed_dir: Path) -> TrackedRun:
+    """The MLflow run of this training: the interrupted one, continued, or a new one."""
+    info = resume.run_info()
+    if info is not None and info.get("tracking_uri") == uri:
+        run = TrackedRun(uri, info["run_id"], outbox=resume.outbox)
+        run.flush()
+        run.set_status("RUNNING")
+        print(f"litpipe train: resuming MLflow run {run.run_id} from {resume.path}")
+        return run
+    run = TrackedRun.start(uri, params.tracking.experiment, run_name(params),
+                           run_tags(dm.stats), outbox=resume.outbox)
+    resume.save_run_info(uri, run.run_id)
+    run.log_params(params)
+    run.log_dataset(dm.stats, source=str(processed_dir.resolve()))
+    return run
+
+
+def _tuned(params: Params, module: LitBase, dm: ArrayDataModule, resume: ResumeDir
+           ) -> dict[str, Any]:
+    """The finders' choices: run them once, reuse them when resuming.
+
+    The finders get a Trainer of their own, without litpipe's callbacks: their trial steps
+    must not write checkpoints into the resume directory or log epochs.
+    """
+    tuning = resume.tuning()
+    if tuning is None:
+        auto = "auto" in (params.optimizer.lr, params.data.batch_size)
+        trainer = build_trainer(params, [], resume.path) if auto else None
+        tuning = tune(params, trainer, module, dm, resume.path)
+        tuning = {**tuning, "lr": float(tuning["lr"]), "batch_size": int(tuning["batch_size"])}
+        if rank_zero_only.rank == 0:
+            resume.save_tuning(tuning)
+    module.lr, dm.batch_size = tuning["lr"], tuning["batch_size"]
+    return tuning
+
+
+def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun | None,
+         resume: ResumeDir) -> dict[str, Any] | None:
+    """Train (or continue training); return the facts the outputs need (rank 0 only)."""
+    checkpoint, history, callbacks = _callbacks(params, dm, run, resume)
+    trainer = build_trainer(params, callbacks, resume.path)
+    ckpt_path = resume.checkpoint_to_resume()
+    if ckpt_path is not None:
+        if run is not None:
+            history.logged_upto = run.last_logged_step("train_loss")
+        done = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        print(f"litpipe train: continuing from {ckpt_path} (epoch {done + 1} of "
+              f"{params.trainer.max_epochs} done)")
+    tuning = _tuned(params, module, dm, resume)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1)
+            raise KeyboardInterrupt from None
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    # Every rank must call save_checkpoint (it synchronises); rank 0 writes.
+    trainer.save_checkpoint(resume.final)
+    if not trainer.is_global_zero:
         return None
-    from lightning.pytorch.profilers import AdvancedProfiler, SimpleProfiler
-
-    cls = SimpleProfiler if kind == "simple" else AdvancedProfiler
-    return cls(dirpath=workdir, filename="profile")
-
-
-def build_trainer(params: Params, callbacks: list[Callback], work: Path) -> L.Trainer:
-    """``lightning.Trainer(**params.trainer)``, deterministic, with litpipe's callbacks."""
-    cfg = params.trainer
-    kwargs = cfg.model_dump(exclude={"profiler"})
-    if cfg.gradient_clip_val is None:  # Lightning refuses an algorithm without a value
-        kwargs["gradient_clip_algorithm"] = None
-    return L.Trainer(**kwargs, profiler=_profiler(cfg.profiler, work), deterministic=True,
-                     logger=False, callbacks=callbacks, enable_model_summary=True,
-                     default_root_dir=work)
+    swa = params.callbacks.swa.enabled
+    use_final = swa or not checkpoint.best_model_path
+    facts = {
+        "best": str((resume.final if use_final else Path(checkpoint.best_model_path))
+                    .relative_to(resume.path)),
+        "best_from": ("swa" if swa else "final") if use_final
+        else params.callbacks.checkpoint.monitor,
+        "best_score": float(checkpoint.best_model_score)
+        if checkpoint.best_model_score is not None else None,
+        "epochs_run": len(history.rows),
+        "optimizer_steps": int(trainer.global_step),
+        "world_size": int(trainer.world_size),
+        "history_csv": history.to_csv(),
+        "tuning": tuning,
+    }
+    resume.save_finished(facts)
+    return facts
 
 
 def train(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
           reports_dir: Path = REPORTS) -> dict[str, Any]:
-    """Train; write ``best.ckpt``, ``last.ckpt``, ``run.json``, history and tuning reports."""
+    """Train; write ``best.ckpt``, ``last.ckpt``, ``run.json``, ``tuning.json`` into
+    ``models_dir`` and the per-epoch history into ``reports_dir``."""
     uri = resolve_tracking_uri(params.tracking)
-    check_reachable(uri)  # before any training: an unreachable server would lose the run
+    if rank_zero_only.rank == 0:  # only rank 0 talks to MLflow
+        check_store(uri)  # before any training: seconds, naming the URI or file
     L.seed_everything(params.seed, workers=True)
     batch = params.data.batch_size
     dm = ArrayDataModule(processed_dir, seed=params.seed, num_workers=params.data.num_workers,
                          augment=params.data.augment,
                          batch_size=BATCH_SIZE_BEFORE_TUNING if batch == "auto" else batch)
     module = build_module(params, dm.stats)
-    run = None
-    if rank_zero_only.rank == 0:
-        run = TrackedRun.start(uri, params.tracking.experiment, run_name(params),
-                               run_tags(dm.stats))
-    models_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".train-", dir=models_dir))
+    fp = fingerprint(params, uri, processed_dir / "stats.json")
+    if rank_zero_only.rank != 0:
+        _fit(params, dm, module, None, ResumeDir.peek(fp))
+        return {"rank": rank_zero_only.rank}
+    resume = ResumeDir.open(fp)
+    run: TrackedRun | None = None
     try:
-        checkpoint, history, callbacks = _callbacks(params, dm, run, work)
-        trainer = build_trainer(params, callbacks, work)
-        if run is not None:
-            run.log_params(params)
-            run.log_dataset(dm.stats, source=str(processed_dir.resolve()))
-        tuning = tune(params, trainer, module, dm, work)
-        trainer.fit(module, datamodule=dm)
-        # The model as training left it (SWA-averaged if enabled): models/last.ckpt, and
-        # resumable. Every rank must call save_checkpoint (it synchronises); rank 0 writes.
-        trainer.save_checkpoint(work / "final.ckpt")
-        if run is None:
-            return {"rank": trainer.global_rank}
-        summary = _finish(params, trainer, run, checkpoint, history, tuning, work,
-                          models_dir, reports_dir)
-        run.finish("FINISHED")
+        run = _open_run(params, resume, uri, dm, processed_dir)
+        facts = resume.finished()
+        if facts is None:
+            facts = _fit(params, dm, module, run, resume)
+            assert facts is not None
+        else:
+            print(f"litpipe train: training had finished ({resume.path}); writing outputs")
+        summary = _finish(params, run, resume, facts, models_dir, reports_dir)
+        if not run.flush():
+            raise TrackingError(
+                f"MLflow tracking server {uri} is still unreachable; training finished and is "
+                f"kept in {resume.path} with the run's queued metrics. Run `dvc repro` again "
+                "when the server is back: it sends them and writes the outputs without "
+                "training again")
+        run.set_status("FINISHED")
+        resume.remove()
         return summary
+    except KeyboardInterrupt:
+        if run is not None:
+            run.set_status("KILLED")
+        raise
+    except TrackingError:
+        raise  # the run stays open: the next `dvc repro` completes it
     except BaseException:
         if run is not None:
-            run.finish("FAILED")
+            run.set_status("FAILED")
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        resume.release()
 
 
-def _finish(params: Params, trainer: L.Trainer, run: TrackedRun, checkpoint: ModelCheckpoint,
-            history: EpochHistory, tuning: dict[str, Any], work: Path, models_dir: Path,
-            reports_dir: Path) -> dict[str, Any]:
-    """Rank 0 after ``fit``: choose the checkpoints, write outputs, log artifacts."""
-    last = work / "final.ckpt"
-    swa = params.callbacks.swa.enabled
-    if swa or not checkpoint.best_model_path:
-        best, best_from = last, ("swa" if swa else "final")
-    else:
-        best, best_from = Path(checkpoint.best_model_path), params.callbacks.checkpoint.monitor
+def _finish(params: Params, run: TrackedRun, resume: ResumeDir, facts: dict[str, Any],
+            models_dir: Path, reports_dir: Path) -> dict[str, Any]:
+    """Rank 0 after training: write the outputs from the resume directory, log artifacts."""
     summary = {
         "run_id": run.run_id,
         "experiment": params.tracking.experiment,
         "tracking_uri": run.uri,
-        "best_from": best_from,
-        "best_score": float(checkpoint.best_model_score)
-        if checkpoint.best_model_score is not None else None,
-        "epochs_run": len(history.rows),
-        "optimizer_steps": int(trainer.global_step),
-        "world_size": int(trainer.world_size),
+        **{k: facts[k] for k in ("best_from", "best_score", "epochs_run", "optimizer_steps",
+                                 "world_size")},
     }
-    tuning = {**tuning, "lr": float(tuning["lr"]), "batch_size": int(tuning["batch_size"])}
-    run.log_metrics({"optimizer_steps": trainer.global_step})
+    tuning = facts["tuning"]
     tuned = {f"tuned.{k}": str(tuning[k]) for k in ("lr", "batch_size") if tuning[f"{k}_tuned"]}
     if tuned:
         run.log_values(tuned)
+    run.log_metrics({"optimizer_steps": facts["optimizer_steps"]})
+    try:
+        write_text(reports_dir / "train_history.csv", facts["history_csv"])
+        write_json(models_dir / "tuning.json", tuning)
+        export_checkpoint(resume.path / facts["best"], models_dir / "best.ckpt")
+        export_checkpoint(resume.final, models_dir / "last.ckpt")
+        write_json(models_dir / "run.json", summary)
+    except OSError as exc:
+        where = exc.filename or models_dir
+        raise OutputError(
+            f"cannot write {where}: {exc.strerror or exc}. The trained model is kept in "
+            f"{resume.path}; fix the cause and run `dvc repro` again: it writes the outputs "
+            "without training again") from None
     for key in ("params.yaml", "dvc.yaml"):
         if Path(key).exists():
             run.log_artifact(Path(key), "config")
     for extra in ("lr_finder.png", "fit-profile.txt", "profile.txt"):
-        if (work / extra).exists():
-            run.log_artifact(work / extra, "train")
-
-    write_text(reports_dir / "train_history.csv", history.to_csv())
-    write_json(reports_dir / "tuning.json", tuning)
-    move_into_place(best, models_dir / "best.ckpt")
-    if last.exists():
-        move_into_place(last, models_dir / "last.ckpt")
-    else:  # best was the final checkpoint and has just been moved
-        shutil.copyfile(models_dir / "best.ckpt", models_dir / "last.ckpt")
-    write_json(models_dir / "run.json", summary)
+        if (resume.path / extra).exists():
+            run.log_artifact(resume.path / extra, "train")
     run.log_artifact(models_dir / "best.ckpt", "checkpoint")
     return summary

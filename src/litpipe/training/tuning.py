@@ -18,9 +18,11 @@ class TuningError(LitpipeError):
     """A finder found nothing usable; the message says which knob to set instead."""
 
 
-def tune(params: Params, trainer: L.Trainer, module: LitBase, dm: ArrayDataModule,
-          workdir: Path) -> dict[str, Any]:
-    """Run the finders that params ask for; return what they chose (``reports/tuning.json``).
+def tune(params: Params, trainer: L.Trainer | None, module: LitBase, dm: ArrayDataModule,
+         workdir: Path) -> dict[str, Any]:
+    """Run the finders that params ask for; return what they chose (``models/tuning.json``).
+
+    ``trainer`` may be None when neither ``optimizer.lr`` nor ``data.batch_size`` is auto.
 
     The batch size is tuned first (the best learning rate depends on it), as Lightning's docs
     recommend.
@@ -28,10 +30,13 @@ def tune(params: Params, trainer: L.Trainer, module: LitBase, dm: ArrayDataModul
     from lightning.pytorch.tuner import Tuner
 
     cfg = params.tuner
-    tuner = Tuner(trainer)
     result: dict[str, Any] = {"lr": module.lr, "batch_size": dm.batch_size,
                               "lr_tuned": params.optimizer.lr == "auto",
                               "batch_size_tuned": params.data.batch_size == "auto"}
+    if not (result["lr_tuned"] or result["batch_size_tuned"]):
+        return result
+    assert trainer is not None, "the finders need a Trainer"
+    tuner = Tuner(trainer)
     if result["batch_size_tuned"]:
         dm.setup("fit")
         found = tuner.scale_batch_size(module, datamodule=dm, mode="power",

@@ -1,0 +1,297 @@
+"""The one MLflow run each model gets, and the only way litpipe writes to MLflow.
+
+The train stage creates the run (:meth:`TrackedRun.start`) and names it in
+``models/run.json``; evaluate and export attach to it (:meth:`TrackedRun.attach`) and add
+their metrics, pictures and the registered model, so one run holds the whole story.
+
+**Outages.** A run opened with an ``outbox`` (the train stage keeps one in its resume
+directory) never lets a tracking outage stop training: a write that fails because the
+server is unreachable is appended to the outbox, later writes queue behind it (order is
+kept), and :meth:`flush` replays the queue once the server answers again (tried at most
+every :data:`RETRY_AFTER_S`, at the end of the stage, and on the next run). Writes the
+server *refuses* (HTTP 4xx) are bugs, not outages, and raise. Without an outbox, a failure
+is a :class:`TrackingError` naming the URI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from litpipe.config import Params
+from litpipe.formats import flatten
+from litpipe.tracking.store import (
+    TrackingError,
+    artifact_location,
+    bounded_http_retries,
+    check_store,
+)
+
+MAX_PARAM_VALUE = 6000  # MLflow 3's limit on a param value's length
+MAX_BATCH = 100  # MLflow's limit on params (and a safe number of metrics) in one log_batch
+RETRY_AFTER_S = 30.0  # while the server is away, try it again at most this often
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` means "the server could not be reached", not "it said no"."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(exc, RestException):  # the server answered with an API error
+        return False
+    return isinstance(exc, MlflowException | OSError | TimeoutError) or \
+        type(exc).__module__.startswith(("requests", "urllib3"))
+
+
+class TrackedRun:
+    """One model's MLflow run; every stage logs to it through these methods."""
+
+    def __init__(self, uri: str, run_id: str, outbox: Path | None = None) -> None:
+        bounded_http_retries()
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.run_id = run_id
+        self.client = MlflowClient(tracking_uri=uri)
+        self.outbox = outbox
+        self._last_try = 0.0
+        self._warned = False
+
+    # ------------------------------------------------------------------ open a run
+
+    @classmethod
+    def start(cls, uri: str, experiment: str, name: str, tags: dict[str, str],
+              outbox: Path | None = None) -> TrackedRun:
+        """Create a new run in ``experiment`` (created, with a durable artifact root, if new)."""
+        bounded_http_retries()
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            exp = client.get_experiment_by_name(experiment)
+            if exp is not None:
+                exp_id = exp.experiment_id
+            else:
+                try:
+                    exp_id = client.create_experiment(
+                        experiment, artifact_location=artifact_location(uri))
+                except Exception:  # created concurrently by a parallel queued experiment
+                    exp = client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        raise
+                    exp_id = exp.experiment_id
+            run = client.create_run(exp_id, run_name=name, tags=tags)
+        except Exception as exc:
+            raise _tracking_error(uri, "could not create a run", exc) from None
+        return cls(uri, run.info.run_id, outbox)
+
+    @classmethod
+    def attach(cls, run_json: Path) -> TrackedRun:
+        """The run that trained the model described by ``models/run.json``."""
+        from litpipe.errors import MissingInputError
+
+        try:
+            run = json.loads(run_json.read_text())
+            uri, run_id = run["tracking_uri"], run["run_id"]
+        except FileNotFoundError:
+            raise MissingInputError(f"{run_json}: missing; run the train stage first "
+                                    "(dvc repro train)") from None
+        except (ValueError, KeyError, TypeError):
+            raise TrackingError(f"{run_json}: not the run file the train stage writes "
+                                "(JSON with run_id and tracking_uri); rerun `dvc repro "
+                                "train`") from None
+        check_store(uri)
+        return cls(uri, run_id)
+
+    def status(self) -> str | None:
+        """The run's status on the server (RUNNING, FINISHED, ...), or None if unreachable."""
+        try:
+            return str(self.client.get_run(self.run_id).info.status)
+        except Exception as exc:
+            if _is_outage(exc):
+                return None
+            raise
+
+    def last_logged_step(self, key: str) -> int:
+        """The highest step logged for metric ``key`` (-1: none, or the server is away)."""
+        try:
+            history = self.client.get_metric_history(self.run_id, key)
+        except Exception as exc:
+            if _is_outage(exc):
+                return -1
+            raise
+        return max((m.step for m in history), default=-1)
+
+    # ----------------------------------------------------------------- what stages log
+
+    def log_params(self, params: Params) -> None:
+        """The whole params.yaml, flattened (``optimizer.lr``), in batches within MLflow's limits.
+
+        Lightning's ``MLFlowLogger.log_hyperparams`` cuts values at 250 characters (an old
+        MLflow limit), which mangles lists such as the mirror URLs; MLflow 3 accepts 6000.
+        """
+        self.log_values({k: str(v) for k, v in flatten(params.model_dump(mode="json")).items()})
+
+    def log_values(self, values: dict[str, str]) -> None:
+        """String params (``tuned.lr``, ...), batched."""
+        items = [[k, v[:MAX_PARAM_VALUE]] for k, v in sorted(values.items())]
+        for i in range(0, len(items), MAX_BATCH):
+            self._send({"op": "batch", "params": items[i: i + MAX_BATCH]})
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Several metrics at one ``step`` (the epoch, for curves), batched."""
+        now = int(time.time() * 1000)
+        items = [[k, float(v), now, step] for k, v in metrics.items()]
+        for i in range(0, len(items), MAX_BATCH):
+            self._send({"op": "batch", "metrics": items[i: i + MAX_BATCH]})
+
+    def log_artifact(self, path: Path, folder: str) -> None:
+        """Upload ``path`` into the run's artifact folder ``folder`` (the file must stay put
+        until it is sent: outbox entries refer to it)."""
+        self._send({"op": "artifact", "path": str(Path(path).resolve()), "folder": folder})
+
+    def log_dataset(self, stats: dict[str, Any], source: str) -> None:
+        """Record the processed dataset as an MLflow dataset input (name, digest, source).
+
+        The digest is the split stage's content hash, so two runs on the same data show the
+        same dataset in the UI, and a changed split shows up as a different one.
+        """
+        schema = {"images": {"dtype": "uint8", "shape": [-1, *stats["shape"]]},
+                  "labels": {"dtype": "int64", "classes": stats["classes"]}}
+        profile = {"counts": stats["counts"], "class_counts": stats["class_counts"]}
+        self._send({"op": "dataset", "name": str(stats["dataset"]),
+                    "digest": str(stats["data_hash"])[:36], "source": source,
+                    "schema": json.dumps(schema), "profile": json.dumps(profile)})
+
+    def set_status(self, status: str) -> None:
+        """``RUNNING`` (a resumed run), ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self._send({"op": "status", "status": status})
+
+    def log_onnx_model(self, onnx_path: Path, example: Any, example_out: Any,
+                       registered_model: str) -> str | None:
+        """Log an ONNX model with signature and input example; register a new version.
+
+        MLflow 3 links a logged model to a run only through its "active run", so this is
+        the one place that uses the fluent API, resuming this run for the call.
+        """
+        import mlflow
+        import onnx
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.uri)
+        signature = infer_signature(example, example_out)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.onnx.log_model(
+                    onnx.load(str(onnx_path)), name="model", signature=signature,
+                    input_example=example, registered_model_name=registered_model,
+                    onnx_execution_providers=["CPUExecutionProvider"],
+                )
+        except Exception as exc:
+            if _is_outage(exc):
+                raise _tracking_error(self.uri, "could not store the model", exc) from None
+            raise
+        version = getattr(info, "registered_model_version", None)
+        return str(version) if version is not None else None
+
+    # ------------------------------------------------------------- sending and queueing
+
+    def _perform(self, op: dict[str, Any]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+
+        kind = op["op"]
+        if kind == "batch":
+            self.client.log_batch(
+                self.run_id, metrics=[Metric(*m) for m in op.get("metrics", [])],
+                params=[Param(*p) for p in op.get("params", [])])
+        elif kind == "artifact":
+            if not Path(op["path"]).is_file():  # replaced since it was queued: skip it
+                print(f"litpipe: {op['path']} is gone; not sent to MLflow", file=sys.stderr)
+                return
+            self.client.log_artifact(self.run_id, op["path"], artifact_path=op["folder"])
+        elif kind == "dataset":
+            dataset = Dataset(name=op["name"], digest=op["digest"], source_type="local",
+                              source=json.dumps({"uri": op["source"]}), schema=op["schema"],
+                              profile=op["profile"])
+            self.client.log_inputs(self.run_id, datasets=[
+                DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+        elif kind == "status":
+            if op["status"] == "RUNNING":
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(self.run_id, status=op["status"])
+
+    def pending(self) -> int:
+        """How many writes wait in the outbox."""
+        if self.outbox is None or not self.outbox.exists():
+            return 0
+        return sum(1 for line in self.outbox.read_text().splitlines() if line.strip())
+
+    def _send(self, op: dict[str, Any]) -> None:
+        if self.pending():  # keep order: queue behind what is waiting, unless it drains now
+            if time.monotonic() - self._last_try < RETRY_AFTER_S or not self.flush():
+                self._queue(op)
+                return
+        try:
+            self._perform(op)
+        except Exception as exc:
+            if self.outbox is None or not _is_outage(exc):
+                if _is_outage(exc):
+                    raise _tracking_error(self.uri, "did not accept a write", exc) from None
+                raise
+            self._last_try = time.monotonic()
+            self._queue(op)
+            if not self._warned:
+                self._warned = True
+                print(f"litpipe: MLflow tracking server {self.uri} is unreachable "
+                      f"({_first_line(exc)}); training goes on, and what it logs waits in "
+                      f"{self.outbox} until the server is back", file=sys.stderr)
+
+    def _queue(self, op: dict[str, Any]) -> None:
+        assert self.outbox is not None
+        with self.outbox.open("a") as fh:
+            fh.write(json.dumps(op) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def flush(self) -> bool:
+        """Replay the outbox in order; True when it is empty afterwards.
+
+        Sent entries are removed as they go, so a kill or a new outage mid-replay neither
+        loses nor repeats them (the file is rewritten with what is left).
+        """
+        if not self.pending():
+            return True
+        assert self.outbox is not None
+        self._last_try = time.monotonic()
+        ops = [json.loads(line) for line in self.outbox.read_text().splitlines()
+               if line.strip()]
+        for i, op in enumerate(ops):
+            try:
+                self._perform(op)
+            except Exception as exc:
+                if not _is_outage(exc):
+                    raise
+                rest = "".join(json.dumps(o) + "\n" for o in ops[i:])
+                tmp = self.outbox.with_suffix(".tmp")
+                tmp.write_text(rest)
+                os.replace(tmp, self.outbox)
+                return False
+        self.outbox.unlink()
+        if self._warned:
+            print(f"litpipe: MLflow tracking server {self.uri} is back; {len(ops)} queued "
+                  "write(s) sent", file=sys.stderr)
+            self._warned = False
+        return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _tracking_error(uri: str, what: str, exc: BaseException) -> TrackingError:
+    return TrackingError(f"MLflow tracking server {uri} {what}: {_first_line(exc)}")

@@ -1,0 +1,246 @@
+"""Where a training run keeps what a crash must not lose, and how it finds it again.
+
+Each training configuration gets a resume directory, ``<repo root>/.litpipe/resume/<id>/``,
+outside DVC's outputs and ignored by git and DVC. The id is a fingerprint of everything the
+train stage's result depends on (:func:`fingerprint`): the params it reads, the processed
+data, litpipe's code, the torch and Lightning versions and the tracking URI. The directory
+holds Lightning's checkpoints of the last completed epoch (``checkpoints/last.ckpt``) and
+of the best one, the MLflow run id, the finder results, queued MLflow writes (``outbox.jsonl``) and,
+once training is done, ``finished.json``.
+
+``dvc repro`` after a kill finds the directory of the same fingerprint and continues from
+its last epoch into the same MLflow run; after a failure *after* training (tracking outage,
+full disk) it does not train at all. Directories of other fingerprints are stale: their runs
+are closed as KILLED and the directories removed, never loaded. A directory in use is
+locked (``flock``, released by the kernel even on ``kill -9``), so parallel experiments
+never remove each other's state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+
+from litpipe.atomic import atomic_path, write_json
+from litpipe.config import Params
+from litpipe.errors import LitpipeError
+from litpipe.repo import find_repo_root
+
+RESUME_ROOT = Path(".litpipe/resume")
+# The params the train stage reads: dvc.yaml's train.params (tests/test_resume.py checks).
+TRAIN_PARAMS = ("seed", "data.batch_size", "data.num_workers", "data.augment", "model",
+                "optimizer", "scheduler", "trainer", "callbacks", "tuner", "tracking")
+
+
+class ResumeError(LitpipeError):
+    """The resume directory is in use by another training run, or unusable."""
+
+
+def _dotted(tree: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def fingerprint(params: Params, tracking_uri: str, stats_json: Path) -> str:
+    """A short id of everything a training run's result depends on."""
+    import litpipe
+
+    h = hashlib.sha256()
+    dumped = params.model_dump(mode="json")
+    for key in TRAIN_PARAMS:
+        h.update(json.dumps([key, _dotted(dumped, key)], sort_keys=True).encode())
+    h.update(tracking_uri.encode())
+    h.update(stats_json.read_bytes())  # shapes, classes and content hashes of every split
+    package = Path(litpipe.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode())
+        h.update(path.read_bytes())
+    h.update(f"torch {torch.__version__} lightning {lightning.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive ``flock`` on ``path``, or None if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path) -> Iterator[None]:
+    """Serialises creating, locking and removing resume directories under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class ResumeDir:
+    """One training configuration's resume state (see the module docstring)."""
+
+    def __init__(self, path: Path, lock_fd: int | None = None) -> None:
+        self.path = path
+        self._lock_fd = lock_fd
+        self.checkpoints = path / "checkpoints"  # ModelCheckpoint's best.ckpt and last.ckpt
+        self.last = self.checkpoints / "last.ckpt"  # the end of the last completed epoch
+        self.final = path / "final.ckpt"  # the model as training left it
+        self.outbox = path / "outbox.jsonl"
+
+    @classmethod
+    def open(cls, fp: str, root: Path | None = None) -> ResumeDir:
+        """Lock (creating if needed) the directory of ``fp``; remove stale ones first."""
+        root = root or find_repo_root() / RESUME_ROOT
+        with _root_lock(root):
+            for other in sorted(p for p in root.iterdir() if p.is_dir() and p.name != fp):
+                _remove_stale(other)
+            path = root / fp
+            path.mkdir(exist_ok=True)
+            fd = _try_lock(path / "lock")
+        if fd is None:
+            raise ResumeError(f"another training run with the same params and data is using "
+                              f"{path} (see the lock file there); wait for it to finish")
+        return cls(path, fd)
+
+    @classmethod
+    def peek(cls, fp: str, root: Path | None = None) -> ResumeDir:
+        """The directory of ``fp`` without locking it: for the non-zero ranks of a DDP run,
+        whose rank 0 holds the lock."""
+        return cls((root or find_repo_root() / RESUME_ROOT) / fp)
+
+    def checkpoint_to_resume(self) -> Path | None:
+        """``last.ckpt`` if training was interrupted after at least one epoch."""
+        return self.last if self.last.is_file() else None
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def run_info(self) -> dict[str, Any] | None:
+        """``{"tracking_uri", "run_id"}`` of the MLflow run this training logs to."""
+        return self._read("run.json")
+
+    def save_run_info(self, uri: str, run_id: str) -> None:
+        write_json(self.path / "run.json", {"tracking_uri": uri, "run_id": run_id,
+                                            "pid": os.getpid()})
+
+    def tuning(self) -> dict[str, Any] | None:
+        """What the lr / batch-size finders chose, so a resumed run does not search again."""
+        return self._read("tuning.json")
+
+    def save_tuning(self, tuning: dict[str, Any]) -> None:
+        write_json(self.path / "tuning.json", tuning)
+
+    def finished(self) -> dict[str, Any] | None:
+        """The facts of a training that completed (only its outputs remain to be written)."""
+        return self._read("finished.json")
+
+    def save_finished(self, facts: dict[str, Any]) -> None:
+        write_json(self.path / "finished.json", facts)
+
+    def remove(self) -> None:
+        """Delete the directory (its training is complete and its outputs written)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _remove_stale(path: Path) -> None:
+    """Close the MLflow run of a stale, unlocked resume directory as KILLED; delete it."""
+    fd = _try_lock(path / "lock") if path.is_dir() else None
+    if fd is None:
+        return  # in use by a live training run (or already gone)
+    try:
+        info = ResumeDir(path).run_info()
+        if info is not None:
+            _close_abandoned_run(info, path / "outbox.jsonl")
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _close_abandoned_run(info: dict[str, Any], outbox: Path) -> None:
+    """Best effort: send what the dead run queued, then mark it KILLED if still RUNNING."""
+    from litpipe.tracking.run import TrackedRun
+
+    try:
+        run = TrackedRun(info["tracking_uri"], info["run_id"], outbox=outbox)
+        run.flush()
+        if run.status() == "RUNNING":
+            run.set_status("KILLED")
+            run.flush()
+            print(f"litpipe train: closed MLflow run {info['run_id']} as KILLED (its training "
+                  "was interrupted and its params or code have changed since)",
+                  file=sys.stderr)
+    except Exception as exc:  # a stale run must never stop a new training
+        print(f"litpipe train: could not close stale MLflow run {info.get('run_id')}: "
+              f"{exc}", file=sys.stderr)
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` rebuilt with every string interned.
+
+    Pickle writes a repeated *object* once and refers back to it, so the bytes depend on
+    which equal strings happen to be the same object: a resumed run (whose history came out
+    of a checkpoint) and an uninterrupted one hold the same values with different sharing.
+    Interning makes equal strings one object in both, hence the same bytes.
+    """
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
+def export_checkpoint(src: Path, dst: Path) -> None:
+    """Copy a Lightning checkpoint to ``dst`` (atomically) without machine-specific paths.
+
+    ModelCheckpoint's state names the files it wrote by absolute path (here, inside the
+    resume directory); leaving those in ``models/*.ckpt`` would make the same training give
+    different bytes in another clone or workspace, and would point at files that are gone.
+    The result is the same bytes for the same training, resumed or not (:func:`_canonical`).
+    """
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    for key, state in ckpt.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and isinstance(state, dict):
+            for name in list(state):
+                if name == "dirpath":
+                    state[name] = ""
+                elif name.endswith("_path") and state[name]:
+                    state[name] = Path(state[name]).name
+                elif name == "best_k_models":
+                    state[name] = {Path(k).name: v for k, v in state[name].items()}
+    ckpt = _canonical(ckpt)
+    with atomic_path(dst) as tmp, tmp.open("wb") as fh:
+        # A file object, not a path: torch names the archive's inner folder after the file,
+        # and the temporary name is random.
+        torch.save(ckpt, fh)
