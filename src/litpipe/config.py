@@ -106,6 +106,8 @@ class TrainerConfig(Section):
     max_epochs: int = Field(ge=1, le=10_000)
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"]
     devices: Annotated[int, Field(ge=1, le=64)] | Literal["auto"]
+    num_nodes: int = Field(ge=1, le=1024, description="machines (each runs `devices` "
+                           "processes); see the README for torchrun and SLURM")
     strategy: Literal["auto", "ddp", "ddp_spawn", "single_device"]
     precision: Literal["32-true", "bf16-mixed", "16-mixed"]
     accumulate_grad_batches: int = Field(ge=1, le=1024)
@@ -129,7 +131,7 @@ class TrainerConfig(Section):
     @property
     def multi_device(self) -> bool:
         """More than one training process (the finders cannot run then)."""
-        return (self.devices == "auto" or self.devices > 1
+        return (self.devices == "auto" or self.devices > 1 or self.num_nodes > 1
                 or self.strategy.startswith("ddp"))
 
 
