@@ -42,7 +42,8 @@ class _FakeTrainer:
 
 
 @pytest.mark.parametrize(("optimizer", "scheduler"), [("sgd", "step"), ("adam", "cosine"),
-                                                       ("adamw", "none")])
+                                                       ("adamw", "none"),
+                                                       ("adamw", "onecycle")])
 def test_configure_optimizers_follows_params(optimizer: str, scheduler: str) -> None:
     params = load_params(ROOT / "params.yaml", overrides={
         "optimizer.name": optimizer, "scheduler.name": scheduler, "optimizer.lr": 0.01})
@@ -52,9 +53,31 @@ def test_configure_optimizers_follows_params(optimizer: str, scheduler: str) -> 
     conf = module.configure_optimizers()
     opt = conf if isinstance(conf, torch.optim.Optimizer) else conf["optimizer"]
     assert type(opt).__name__.lower() == optimizer
-    assert opt.param_groups[0]["lr"] == 0.01
+    if scheduler != "onecycle":  # one-cycle starts low and peaks at optimizer.lr
+        assert opt.param_groups[0]["lr"] == 0.01
     if scheduler == "none":
         assert isinstance(conf, torch.optim.Optimizer)
     else:
-        expected = {"step": "StepLR", "cosine": "CosineAnnealingLR"}[scheduler]
-        assert type(conf["lr_scheduler"]["scheduler"]).__name__ == expected
+        expected = {"step": "StepLR", "cosine": "CosineAnnealingLR",
+                    "onecycle": "OneCycleLR"}[scheduler]
+        sched = conf["lr_scheduler"]["scheduler"]
+        assert type(sched).__name__ == expected
+    if scheduler == "onecycle":
+        # One-cycle sets the rate itself, peaking at max_lr: that peak is optimizer.lr.
+        assert sched.optimizer.param_groups[0]["max_lr"] == 0.01
+        assert sched.total_steps == _FakeTrainer.estimated_stepping_batches
+    if scheduler == "cosine":
+        assert sched.T_max == _FakeTrainer.max_epochs
+
+
+@pytest.mark.parametrize(("amx", "bf16", "expected"), [
+    (True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (False, False, "32-true")])
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, amx: bool,
+                                        bf16: bool, expected: str) -> None:
+    from litpipe.training.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16, raising=False)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("32-true", "cpu") == "32-true"  # an explicit value is kept

@@ -379,3 +379,28 @@ def test_cifar_cnn_through_train_evaluate_export(work: Path) -> None:
     assert report["onnx_max_abs_diff"] <= 1e-4
     model = json.loads((s["dir"] / "models/export/model.json").read_text())
     assert model["input"]["shape"] == ["batch", 3, 32, 32]
+
+
+def test_history_keeps_training_and_validation_apart(work: Path, processed: Path) -> None:
+    """train_* are means over the training batches, val_* over the validation set; a mix-up
+    (val_loss logged as train_loss) would make them equal."""
+    s = train(work, processed, **{"trainer.max_epochs": 3, "model.dropout": 0.5})
+    rows = history(s)
+    assert len(rows) == 3
+    for r in rows:
+        assert r["train_loss"] != r["val_loss"] and r["train_acc"] != r["val_acc"], r
+    logged = [m.value for m in client(work).get_metric_history(s["run_id"], "train_loss")]
+    assert logged == pytest.approx([float(r["train_loss"]) for r in rows], rel=1e-5)
+    # Dropout is on while training and off while validating: training loss is the higher.
+    assert float(rows[-1]["train_loss"]) > float(rows[-1]["val_loss"])
+
+
+def test_channels_last_trains_the_same_network(work: Path, processed: Path) -> None:
+    plain = train(work, processed, "plain", **{"model.name": "cnn", "trainer.max_epochs": 1})
+    nhwc = train(work, processed, "nhwc", **{"model.name": "cnn", "trainer.max_epochs": 1,
+                                             "model.channels_last": True})
+    a, b = weights(plain["dir"] / "models/best.ckpt"), weights(nhwc["dir"] / "models/best.ckpt")
+    assert a.keys() == b.keys()
+    # Same data, same seeds: only the memory layout (and float summation order) differ.
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-3), k

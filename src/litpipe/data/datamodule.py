@@ -91,8 +91,8 @@ class ArrayDataModule(L.LightningDataModule):
     """Serves ``data/processed/{train,val,test}_{x,y}.npy`` as (float image, label) batches."""
 
     def __init__(self, processed_dir: str | Path, batch_size: int = 128, num_workers: int = 0,
-                 seed: int = 42, augment: bool = False, eval_batch_size: int | None = None
-                 ) -> None:
+                 seed: int = 42, augment: bool = False, eval_batch_size: int | None = None,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
         self.batch_size = batch_size
@@ -100,6 +100,7 @@ class ArrayDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.augment = augment
+        self.channels_last = channels_last
         self.stats = load_stats(self.processed_dir)
         self.datasets: dict[str, TensorDataset] = {}
         # Dedicated generator, reseeded each epoch: augmentation draws neither disturb nor
@@ -151,4 +152,6 @@ class ArrayDataModule(L.LightningDataModule):
             x = random_shift(x, max_shift=max(1, x.shape[-1] // 14), generator=self._aug_gen)
             if self.stats["dataset"] in ("fashion_mnist", "cifar10"):
                 x = random_hflip(x, generator=self._aug_gen)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return x, y

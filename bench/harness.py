@@ -1,0 +1,256 @@
+"""litpipe's speed, measured side by side in one run: ``python bench/harness.py``.
+
+What it measures (on Fashion-MNIST; run ``dvc repro`` first, it uses the pipeline's data,
+checkpoint and exported model):
+
+* **The training loop.** The same MLP (784-256-128-10, Adam 1e-3, batch 64) for the same
+  epochs through three paths, in turn, ``--rounds`` times: the tutorials' path
+  (bench/seeds_path.py), litpipe's train stage with logging as shipped, and a hand-written
+  PyTorch loop (bench/raw_loop.py). Each reports its epochs' wall times, validation
+  included; the table shows medians and the ratios.
+* **Start-up**: importing each stage's code; ``dvc repro`` with nothing to do vs
+  ``dvc status``.
+* **Inference**: ``litpipe predict`` on 1,000 images with the ONNX export and with the
+  checkpoint; batch-1 latency of onnxruntime vs PyTorch.
+* **Peak memory** (max RSS) of each stage, run on the full dataset (train for one epoch).
+
+Results go to ``reports/bench.json`` (not a DVC output, never run by the tests). Timings on
+a shared machine are noisy: compare the ratios, which come from runs made side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+STAGES = ("download", "split", "train", "evaluate", "export")
+STAGE_MODULES = {"download": "litpipe.data.download", "split": "litpipe.data.split",
+                 "train": "litpipe.training.train", "evaluate": "litpipe.evaluate",
+                 "export": "litpipe.export", "gate": "litpipe.gate.cli"}
+MLP = {"model.name": "mlp", "model.hidden": [256, 128], "model.dropout": 0.0,
+       "optimizer.name": "adam", "optimizer.lr": 0.001, "optimizer.weight_decay": 0.0,
+       "scheduler.name": "none", "data.batch_size": 64,
+       "callbacks.early_stopping.enabled": False}
+
+
+def _set(raw: dict, dotted: str, value: object) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        raw = raw[key]
+    raw[leaf] = value
+
+
+def _params(edits: dict[str, object]) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for k, v in edits.items():
+        _set(raw, k, v)
+    return raw
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DVC_ROOT", "DVC_EXP_NAME")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def _json_line(out: str) -> dict:
+    return json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+
+
+# ------------------------------------------------------------------------ training loop
+
+def litpipe_epochs(epochs: int) -> list[float]:
+    """litpipe's train stage on the MLP; epoch times from its MLflow run (epoch_time_s)."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "data").mkdir()
+        (tmp / "data/processed").symlink_to(ROOT / "data/processed")
+        (tmp / "params.yaml").write_text(yaml.safe_dump(
+            _params({**MLP, "trainer.max_epochs": epochs})))
+        subprocess.run([PY, str(ROOT / "stages/train.py")], cwd=tmp, env=_env(tmp),
+                       check=True, capture_output=True)
+        with sqlite3.connect(tmp / "mlflow.db") as db:
+            rows = db.execute("select value from metrics where key='epoch_time_s' "
+                              "order by step").fetchall()
+        return [v for (v,) in rows]
+
+
+def script_epochs(script: str, epochs: int, *extra: str) -> list[float]:
+    out = subprocess.run([PY, str(ROOT / "bench" / script), "--epochs", str(epochs), *extra],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return _json_line(out)["epoch_s"]
+
+
+def training_loop(rounds: int, epochs: int) -> dict:
+    paths = {
+        "seeds": lambda: script_epochs("seeds_path.py", epochs, "--raw",
+                                       str(ROOT / "data/raw/fashion_mnist")),
+        "litpipe": lambda: litpipe_epochs(epochs),
+        "raw": lambda: script_epochs("raw_loop.py", epochs, "--processed",
+                                     str(ROOT / "data/processed")),
+    }
+    epochs_s: dict[str, list[float]] = {k: [] for k in paths}
+    for r in range(rounds):
+        for name, run in paths.items():
+            t = run()
+            epochs_s[name] += t
+            print(f"  round {r + 1}: {name:8s} epochs {', '.join(f'{x:.2f}' for x in t)} s",
+                  flush=True)
+    med = {k: statistics.median(v) for k, v in epochs_s.items()}
+    return {"epoch_s": epochs_s, "median_epoch_s": med,
+            "litpipe_over_raw": med["litpipe"] / med["raw"],
+            "seeds_over_litpipe": med["seeds"] / med["litpipe"]}
+
+
+# ----------------------------------------------------------------------------- start-up
+
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def startup(rounds: int) -> dict:
+    imports = {name: statistics.median(_timed([PY, "-c", f"import litpipe.stage, {mod}"],
+                                              ROOT) for _ in range(rounds))
+               for name, mod in STAGE_MODULES.items()}
+    imports["python"] = statistics.median(_timed([PY, "-c", "pass"], ROOT)
+                                          for _ in range(rounds))
+    dvc = str(Path(PY).with_name("dvc"))
+    noop = statistics.median(_timed([dvc, "repro"], ROOT) for _ in range(rounds))
+    status = statistics.median(_timed([dvc, "status"], ROOT) for _ in range(rounds))
+    return {"import_s": imports, "dvc_repro_noop_s": noop, "dvc_status_s": status}
+
+
+# ---------------------------------------------------------------------------- inference
+
+def inference(rounds: int, n_images: int = 1000) -> dict:
+    import onnxruntime as ort
+    import torch
+    from PIL import Image
+
+    from litpipe.model.checkpoint import load_module
+
+    x = np.load(ROOT / "data/processed/test_x.npy", mmap_mode="r")[:n_images]
+    litpipe = str(Path(PY).with_name("litpipe"))
+    with tempfile.TemporaryDirectory() as d:
+        files = []
+        for i, img in enumerate(x):
+            path = Path(d) / f"{i:04d}.png"
+            Image.fromarray(np.asarray(img[0])).save(path)
+            files.append(str(path))
+        onnx_s = statistics.median(_timed([litpipe, "predict", *files, "--onnx",
+                                           "models/export/model.onnx"], ROOT)
+                                   for _ in range(rounds))
+        ckpt_s = statistics.median(_timed([litpipe, "predict", *files, "--checkpoint",
+                                           "models/best.ckpt"], ROOT)
+                                   for _ in range(rounds))
+    one = x[:1].astype(np.float32) / 255.0
+    session = ort.InferenceSession(str(ROOT / "models/export/model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    module = load_module(ROOT / "models/best.ckpt")
+    t = torch.from_numpy(one)
+
+    def latency(fn, n: int = 300) -> float:  # noqa: ANN001
+        for _ in range(20):
+            fn()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
+
+    with torch.no_grad():
+        torch_us = latency(lambda: module(t))
+    onnx_us = latency(lambda: session.run(None, {"images": one}))
+    return {"predict_1000_onnx_s": onnx_s, "predict_1000_checkpoint_s": ckpt_s,
+            "predict_checkpoint_over_onnx": ckpt_s / onnx_s,
+            "batch1_latency_us": {"onnxruntime": onnx_us, "pytorch": torch_us}}
+
+
+# --------------------------------------------------------------------------- peak memory
+
+def peak_memory() -> dict:
+    """Max RSS of each stage, each run in a child of its own (the kernel's accounting)."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+             "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN)"
+             ".ru_maxrss)")
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "params.yaml").write_text(yaml.safe_dump(_params({"trainer.max_epochs": 1})))
+        shutil.copy2(ROOT / "dvc.yaml", tmp / "dvc.yaml")
+        for stage in STAGES:
+            proc = subprocess.run([PY, "-c", probe, PY, str(ROOT / f"stages/{stage}.py")],
+                                  cwd=tmp, env=_env(tmp), capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"stage {stage} failed:\n{proc.stderr[-2000:]}")
+            out[stage] = int(proc.stdout.split()[-1]) / 1024  # KiB → MiB
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "reports/bench.json")
+    args = ap.parse_args()
+    for needed in ("data/processed/stats.json", "models/best.ckpt",
+                   "models/export/model.onnx"):
+        if not (ROOT / needed).exists():
+            sys.exit(f"bench: {needed} is missing; run `dvc repro` first")
+    import torch
+
+    result: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
+                                "cores": os.cpu_count(),
+                                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                "torch": torch.__version__, "python": platform.python_version()}}
+    print("training loop (MLP 784-256-128-10, batch 64):", flush=True)
+    result["training_loop"] = training_loop(args.rounds, args.epochs)
+    print("start-up ...", flush=True)
+    result["startup"] = startup(args.rounds + 1)
+    print("inference ...", flush=True)
+    result["inference"] = inference(args.rounds)
+    print("peak memory ...", flush=True)
+    result["peak_memory_mib"] = peak_memory()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    t = result["training_loop"]
+    print(f"\nepoch (median): seeds {t['median_epoch_s']['seeds']:.2f} s, litpipe "
+          f"{t['median_epoch_s']['litpipe']:.2f} s, raw {t['median_epoch_s']['raw']:.2f} s; "
+          f"litpipe/raw {t['litpipe_over_raw']:.2f}x, seeds/litpipe "
+          f"{t['seeds_over_litpipe']:.2f}x")
+    i = result["inference"]
+    print(f"predict 1,000 images: ONNX {i['predict_1000_onnx_s']:.1f} s, checkpoint "
+          f"{i['predict_1000_checkpoint_s']:.1f} s; batch-1 latency onnxruntime "
+          f"{i['batch1_latency_us']['onnxruntime']:.0f} us, PyTorch "
+          f"{i['batch1_latency_us']['pytorch']:.0f} us")
+    s = result["startup"]
+    print(f"dvc repro (nothing to do) {s['dvc_repro_noop_s']:.1f} s vs dvc status "
+          f"{s['dvc_status_s']:.1f} s; imports: " + ", ".join(
+              f"{k} {v:.1f} s" for k, v in s["import_s"].items()))
+    print("peak memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                             result["peak_memory_mib"].items()))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
