@@ -27,9 +27,64 @@ def write_params(tmp_path: Path, edits: dict[str, object]) -> Path:
 
 
 def test_repo_params_are_valid() -> None:
+    from litpipe.data.split import val_count
+
     params = load_params(ROOT / "params.yaml")
     assert params.data.dataset == "fashion_mnist"
-    assert params.data.val_size == 5000
+    # A fraction, so every dataset gets a split that fits it, and still Fashion-MNIST's
+    # historical 5000 of 60000 (the split stage's output is unchanged by the switch).
+    assert val_count(params.data.val_size, 60_000, "fashion_mnist") == 5000
+    assert val_count(params.data.val_size, 1437, "digits") == 120
+
+
+@pytest.mark.parametrize(("value", "parsed"), [(5000, 5000), (1, 1), (0.0833333, 0.0833333),
+                                               (0.5, 0.5)])
+def test_val_size_is_a_count_or_a_fraction(tmp_path: Path, value: object,
+                                           parsed: object) -> None:
+    got = load_params(write_params(tmp_path, {"data.val_size": value})).data.val_size
+    assert got == parsed and type(got) is type(parsed)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (0, "greater than or equal to 1"), (1.0, "less than 1"), (5000.0, "less than 1"),
+    (-0.1, "greater than 0"), (True, "valid integer"), ("a tenth", "valid number"),
+])
+def test_val_size_refuses_what_is_neither(tmp_path: Path, value: object, message: str) -> None:
+    """5000.0 or 1.0 is not read as a count: a float must be a fraction below 1."""
+    with pytest.raises(ParamsError, match=r"data\.val_size = .*" + message):
+        load_params(write_params(tmp_path, {"data.val_size": value}))
+
+
+def test_dataset_rules_must_be_set_and_valid(tmp_path: Path) -> None:
+    """gates.dataset_rules has no default, names known datasets only, and each rule names a
+    metric its task reports, as gates.rules must."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["gates"]["dataset_rules"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"gates\.dataset_rules: missing"):
+        load_params(path)
+    with pytest.raises(ParamsError, match=r"gates\.dataset_rules\.imagenet.*'fashion_mnist'"):
+        load_params(write_params(tmp_path, {"gates.dataset_rules": {"imagenet": {}}}))
+    bad = {"cifar10": {"classification": {"test_mse": {"max": 1.0}}}}
+    with pytest.raises(ParamsError, match=r"gates\.dataset_rules\.cifar10\.classification\."
+                       r"test_mse: classification models do not report 'test_mse'"):
+        load_params(write_params(tmp_path, {"gates.dataset_rules": bad}))
+    typo = {"cifar10": {"classification": {"test_acc": {"mni": 0.5}}}}
+    with pytest.raises(ParamsError, match=r"gates\.dataset_rules\.cifar10\.classification\."
+                       r"test_acc\.mni: unknown key"):
+        load_params(write_params(tmp_path, {"gates.dataset_rules": typo}))
+
+
+def test_rules_for_prefers_the_datasets_own_rules() -> None:
+    gates = load_params(ROOT / "params.yaml").gates
+    source, rules = gates.rules_for("cifar10", "classification")
+    assert source == "gates.dataset_rules.cifar10.classification"
+    assert rules["test_acc"].min < gates.rules["classification"]["test_acc"].min
+    # No entry for the dataset, or none for the task there: the general rules.
+    assert gates.rules_for("mnist", "classification") == (
+        "gates.rules.classification", gates.rules["classification"])
+    assert gates.rules_for("cifar10", "reconstruction")[0] == "gates.rules.reconstruction"
 
 
 def test_ci_params_are_valid() -> None:

@@ -42,11 +42,15 @@ def git(repo: Path, *args: str) -> str:
                           text=True, env=env()).stdout
 
 
-def write(repo: Path, metrics: dict | None, rules: dict = RULES, **gates: object) -> None:
+def write(repo: Path, metrics: dict | None, rules: dict = RULES, dataset: str | None = None,
+          **gates: object) -> None:
     """The repo's params.yaml with these gates (its model is a cnn, so the classification
-    rules apply) and, unless None, reports/metrics.json."""
+    rules apply) and ``data.dataset`` (default: params.yaml's), and, unless None,
+    reports/metrics.json."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["gates"].update({"rules": rules, **gates})
+    if dataset is not None:
+        raw["data"]["dataset"] = dataset
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     if metrics is not None:
         (repo / "reports").mkdir(exist_ok=True)
@@ -293,6 +297,45 @@ def test_project_in_a_subdirectory_of_the_git_repo(tmp_path: Path) -> None:
     assert code == 1 and "vs baseline 0.9" in md
 
 
+# --- rules per dataset --------------------------------------------------------------------
+
+CIFAR_RULES = {"cifar10": {"classification": {"test_acc": {"min": 0.6, "max_drop": 0.01}}}}
+
+
+def test_a_datasets_own_rules_replace_the_general_ones(tmp_path: Path, capsys) -> None:
+    """A CIFAR-10 model at 0.65 passes CIFAR-10's bound and would fail the general one; the
+    report names the rules it applied. Other datasets keep the general rules."""
+    cifar = {**BASE, "test_acc": 0.65, "test_loss": 0.9}
+    write(tmp_path, cifar, dataset="cifar10", dataset_rules=CIFAR_RULES)
+    code, md = run_gate(tmp_path, "--no-baseline")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "data cifar10, rules gates.dataset_rules.cifar10.classification" in out
+    assert "gates.dataset_rules.cifar10.classification" in md
+    assert "| `test_acc` | >= 0.6 | 0.65 |" in md and "test_loss" not in md  # replaced whole
+    write(tmp_path, cifar, dataset="mnist", dataset_rules=CIFAR_RULES)
+    code, md = run_gate(tmp_path, "--no-baseline")
+    assert code == 1 and "`test_acc` >= 0.8: 0.65" in md
+    assert "data mnist, rules gates.rules.classification" in capsys.readouterr().out
+
+
+def test_a_baseline_trained_on_another_dataset_is_not_compared(repo: Path) -> None:
+    """main's Fashion-MNIST metrics are no baseline for a CIFAR-10 model: its 0.65 is not a
+    0.25 drop from 0.90. The baseline counts as missing, judged by missing_baseline."""
+    git(repo, "checkout", "-q", "-b", "cifar")
+    write(repo, {**BASE, "test_acc": 0.65}, dataset="cifar10", dataset_rules=CIFAR_RULES)
+    git(repo, "commit", "-qam", "switch to cifar10")
+    code, md = run_gate(repo)
+    assert code == 0, md
+    assert "baseline main was trained on fashion_mnist, this model on cifar10: not " \
+        "comparable (missing_baseline: pass)" in md
+    assert run_gate(repo, "--missing-baseline", "fail")[0] == 1
+    # Against a baseline on the same dataset, the drop rule applies again.
+    write(repo, {**BASE, "test_acc": 0.60}, dataset="cifar10", dataset_rules=CIFAR_RULES)
+    code, md = run_gate(repo, "--baseline", "cifar")
+    assert code == 1 and "`test_acc` drop <= 0.01: 0.6 vs baseline 0.65" in md
+
+
 # --- cannot evaluate (exit 2) -----------------------------------------------------------
 
 def test_missing_metric_cannot_be_evaluated(repo: Path, capsys) -> None:
@@ -351,7 +394,15 @@ def test_second_metrics_file_is_read_and_required(repo: Path, capsys) -> None:
      "is not a git revision"),
     ({"reconstruction": {"test_mse": {"max": 0.1}}}, {},
      "gates.rules has rules only for reconstruction; add gates.rules.classification"),
-    ({}, {}, "gates.rules.classification is empty: nothing to check for a classification model"),
+    ({}, {"dataset_rules": {}},
+     "gates.rules.classification is empty: nothing to check for a classification model"),
+    ({}, {"dataset_rules": {"cifar10": {"reconstruction": {"test_mse": {"max": 0.1}}}}},
+     "gates.rules has rules only for no task; add gates.rules.classification (or "
+     "gates.dataset_rules.fashion_mnist.classification"),
+    ({"classification": {"test_acc": {"min": 0.9}}},
+     {"dataset_rules": {"cifar10": {"classification": {"per_class_acc": {"min": 0.5}}}}},
+     "gates.dataset_rules.cifar10.classification.per_class_acc: 'per_class_acc' is a "
+     "mapping per class"),
 ])
 def test_bad_rules_or_params_cannot_be_evaluated(repo: Path, capsys, rules: dict,
                                                  gates: dict, message: str) -> None:
@@ -390,7 +441,8 @@ def test_cli_in_a_subprocess(repo: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "litpipe.cli", "gate", "--repo", str(repo)],
                           capture_output=True, text=True, env=env())
     assert proc.returncode == 1, proc.stderr
-    assert "litpipe gate (classification; baseline main (" in proc.stdout
+    assert "litpipe gate (classification; data fashion_mnist, rules " \
+        "gates.rules.classification; baseline main (" in proc.stdout
     assert "result: FAIL" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "litpipe.cli", "gate", "--repo", str(repo),
                            "--params", "missing.yaml"], capture_output=True, text=True, env=env())

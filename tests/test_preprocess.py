@@ -85,6 +85,44 @@ def test_val_size_too_large_says_why() -> None:
     raw = load_digits_dataset()
     with pytest.raises(SplitError, match=r"data.val_size = 5000.*only 1437"):
         make_splits(digits_params(val_size=5000), raw)
+    # A fraction that rounds to nothing (or to everything) is as unusable as a bad count.
+    with pytest.raises(SplitError, match=r"data.val_size = 0.0001 \(0 of 1437 samples\)"):
+        make_splits(digits_params(val_size=0.0001), raw)
+    with pytest.raises(SplitError, match=r"\(1437 of 1437 samples\)"):
+        make_splits(digits_params(val_size=0.9999), raw)
+
+
+@pytest.mark.parametrize(("fraction", "n", "count"), [
+    (0.0833333, 60_000, 5000),  # params.yaml: Fashion-MNIST's and MNIST's historical split
+    (0.0833333, 1437, 120),     # digits: 119.75, rounded half up
+    (0.0833333, 50_000, 4167),  # CIFAR-10
+    (0.25, 10, 3),              # 2.5: half rounds up
+    (0.5, 3, 2),
+])
+def test_a_fraction_is_rounded_to_a_count(fraction: float, n: int, count: int) -> None:
+    s = make_splits(digits_params(val_size=fraction), _numbered(n))
+    assert (len(s["val"][1]), len(s["train"][1])) == (count, n - count)
+
+
+def test_the_default_fraction_gives_the_same_split_as_the_count_5000() -> None:
+    """params.yaml's val_size moved from 5000 to 0.0833333: on a 60000-sample training set
+    (Fashion-MNIST, MNIST) the arrays are the very same, so the split stage's outputs (and
+    every cached model trained on them) stay valid."""
+    raw = _numbered(60_000)
+    default = load_params(ROOT / "params.yaml")
+    as_count = load_params(ROOT / "params.yaml", overrides={"data.val_size": 5000})
+    assert isinstance(default.data.val_size, float)
+    a, b = make_splits(default, raw), make_splits(as_count, raw)
+    for split in ("train", "val", "test"):
+        for i in (0, 1):
+            assert a[split][i].tobytes() == b[split][i].tobytes(), split
+
+
+def test_the_default_params_split_digits_without_an_override() -> None:
+    """`dvc exp run -S data.dataset=digits` needs no size override any more."""
+    params = load_params(ROOT / "params.yaml", overrides={"data.dataset": "digits"})
+    s = make_splits(params, load_digits_dataset())
+    assert (len(s["train"][1]), len(s["val"][1])) == (1317, 120)
 
 
 def test_split_stage_writes_arrays_and_stats(tmp_path: Path) -> None:

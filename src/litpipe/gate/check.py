@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from litpipe.config import GatesConfig, MetricRule, is_revision
 from litpipe.errors import LitpipeError
 from litpipe.formats import flatten
@@ -182,14 +184,55 @@ def verdict_of(rows: list[Row]) -> str:
     return "FAIL" if any(r.verdict == "FAIL" for r in rows) else "PASS"
 
 
+def baseline_dataset(repo: Path, rev: str, params_file: str) -> str | None:
+    """``data.dataset`` of ``params_file`` as committed at ``rev``, or None if unknown.
+
+    Read as plain YAML, not validated: an older revision's params may not fit today's
+    schema, and only this one key is needed.
+    """
+    if Path(params_file).is_absolute() or ".." in Path(params_file).parts:
+        return None
+    prefix = _git(repo, "rev-parse", "--show-prefix").stdout.strip()
+    shown = _git(repo, "show", f"{rev}:{prefix}{params_file}")
+    if shown.returncode != 0:
+        return None
+    try:
+        data = yaml.safe_load(shown.stdout)
+    except yaml.YAMLError:
+        return None
+    section = data.get("data") if isinstance(data, dict) else None
+    dataset = section.get("dataset") if isinstance(section, dict) else None
+    return dataset if isinstance(dataset, str) else None
+
+
 def run_gate(repo: Path, gates: GatesConfig, task: str, baseline_rev: str | None,
-             policy: str) -> tuple[list[Row], str]:
-    """Evaluate the gate; return the rows and a one-line description of the baseline."""
-    rules = gates.rules.get(task, {})
+             policy: str, dataset: str | None = None, params_file: str | None = None
+             ) -> tuple[list[Row], str]:
+    """Evaluate the gate; return the rows and a one-line description of the rules applied
+    and of the baseline.
+
+    ``dataset`` (the trained model's ``data.dataset``) picks ``gates.dataset_rules`` over
+    ``gates.rules`` where it has rules for this task. A baseline whose ``params_file`` at
+    its revision names another dataset is treated as missing: the regression rules compare
+    like with like, and a CIFAR-10 accuracy is no regression from a Fashion-MNIST one.
+    """
+    if dataset is None:
+        source, rules = f"gates.rules.{task}", dict(gates.rules).get(task, {})
+        about = f"rules {source}"
+    else:
+        source, rules = gates.rules_for(dataset, task)
+        about = f"data {dataset}, rules {source}"
     if not rules:
-        raise GateError(f"gates.rules.{task} is empty: nothing to check for a {task} model")
+        raise GateError(f"{source} is empty: nothing to check for a {task} model")
     current = current_metrics(repo, gates.metrics_files)
     if not baseline_rev:
-        return check(rules, current, None, policy), "no baseline (regression rules skipped)"
+        return (check(rules, current, None, policy),
+                f"{about}; no baseline (regression rules skipped)")
     baseline = baseline_metrics(repo, baseline_rev, gates.metrics_files)
-    return check(rules, current, baseline, policy), baseline.description
+    if dataset is not None and params_file is not None and baseline.metrics is not None:
+        theirs = baseline_dataset(repo, baseline_rev, params_file)
+        if theirs is not None and theirs != dataset:
+            baseline = Baseline(baseline_rev, None,
+                                f"baseline {baseline_rev} was trained on {theirs}, this model "
+                                f"on {dataset}: not comparable")
+    return check(rules, current, baseline, policy), f"{about}; {baseline.description}"

@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
         rev = None if args.no_baseline else (args.baseline or gates.baseline)
         policy = args.missing_baseline or gates.missing_baseline
         task = params.model.task
-        rows, note = run_gate(args.repo, gates, task, rev, policy)
+        rows, note = run_gate(args.repo, gates, task, rev, policy,
+                              dataset=params.data.dataset, params_file=args.params)
     except LitpipeError as exc:  # GateError, ParamsError
         print(f"litpipe gate: cannot evaluate: {exc}", file=sys.stderr)
         return 2
