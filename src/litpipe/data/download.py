@@ -135,8 +135,9 @@ def _fetch_file(f: RawFile, expected: Expected, mirrors: list[str], dest: Path,
                                     "partial was left there") from None
             finally:
                 tmp.unlink(missing_ok=True)
+            # Where it came from goes to the log only (see _entry).
             print(f"download: {f.remote} verified ({expected}) from {shown}", file=sys.stderr)
-            return _entry(f, expected, dest / f.local, local, redact(mirror))
+            return _entry(f, expected, dest / f.local, local)
     raise DownloadError(
         f"could not fetch {f.remote} for dataset {cfg.dataset!r} from any of its "
         f"{len(mirrors)} mirror(s); tried: " + "; ".join(tries) +
@@ -145,16 +146,19 @@ def _fetch_file(f: RawFile, expected: Expected, mirrors: list[str], dest: Path,
         "trusted files, set their digests under data.digests.")
 
 
-def _entry(f: RawFile, expected: Expected, target: Path, local_sha256: str,
-           mirror: str | None) -> dict[str, Any]:
-    """The manifest entry of an installed file: a function of the data, plus its source.
+def _entry(f: RawFile, expected: Expected, target: Path, local_sha256: str
+           ) -> dict[str, Any]:
+    """The manifest entry of an installed file: a function of the verified data only.
 
-    ``local_sha256`` is the hash of what lies on disk (content, or tree digest), so a
-    rerun can re-verify even files whose expected digest is the MD5 of an archive that is
-    no longer kept.
+    Which mirror served it is printed, not recorded: ``data/raw`` is then the same bytes
+    (and the same DVC hash) whichever mirror answered, so the mirrors, timeout and retries
+    need not be params of the download stage, and switching to another mirror reruns
+    nothing downstream. ``local_sha256`` is the hash of what lies on disk (content, or tree
+    digest), so a rerun can re-verify even files whose expected digest is the MD5 of an
+    archive that is no longer kept.
     """
     return {"local": f.local, "algorithm": expected.algorithm, "digest": expected.value,
-            "local_sha256": local_sha256, "size": size_of(target), "mirror": mirror}
+            "local_sha256": local_sha256, "size": size_of(target)}
 
 
 def _reusable(f: RawFile, expected: Expected, dest: Path, old: dict[str, Any]
@@ -178,12 +182,13 @@ def _reusable(f: RawFile, expected: Expected, dest: Path, old: dict[str, Any]
         return None
     if expected.algorithm == "sha256" and target.is_file() and not is_archive(f):
         if hash_file(target) == expected.value:
-            return _entry(f, expected, target, expected.value, None)
+            return _entry(f, expected, target, expected.value)
     return None
 
 
 def _entry_shape(entry: dict[str, Any]) -> dict[str, Any]:
-    keys = ("local", "algorithm", "digest", "local_sha256", "size", "mirror")
+    """An old manifest's entry in today's shape (a "mirror" key of older versions dropped)."""
+    keys = ("local", "algorithm", "digest", "local_sha256", "size")
     return {k: entry.get(k) for k in keys}
 
 
