@@ -182,7 +182,9 @@ def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun |
     """Train (or continue training); return the facts the outputs need (rank 0 only)."""
     checkpoint, history, callbacks = _callbacks(params, dm, run, resume)
     trainer = build_trainer(params, callbacks, resume.path)
-    ckpt_path = resume.checkpoint_to_resume()
+    # Every rank must load the same checkpoint; across machines each has its own resume
+    # directory, so a multi-node run does not resume (it starts again from epoch 0).
+    ckpt_path = resume.checkpoint_to_resume() if params.trainer.num_nodes == 1 else None
     if ckpt_path is not None:
         if run is not None:
             history.logged_upto = run.last_logged_step("train_loss")
