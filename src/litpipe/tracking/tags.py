@@ -9,6 +9,22 @@ from typing import Any
 from litpipe import __version__
 from litpipe.repo import find_repo_root, git_output
 
+# What `dvc repro` itself rewrites before the train stage runs (the lock file, the tracked
+# reports): a difference there says nothing about the code or params the run used.
+PIPELINE_WRITES = ("dvc.lock", "reports")
+
+
+def changed_files(cwd: Path) -> list[str] | None:
+    """Tracked files that differ from the commit, outside what the pipeline writes itself.
+
+    None when git cannot tell (not a repository, no git).
+    """
+    excludes = [f":(top,exclude){p}" for p in PIPELINE_WRITES]
+    names = git_output(cwd, "diff", "--name-only", "HEAD", "--", ":/", *excludes)
+    if names is None:
+        return None
+    return [line for line in names.splitlines() if line.strip()]
+
 
 def run_tags(stats: dict[str, Any], root: Path | None = None) -> dict[str, str]:
     """Tags that let a run be traced to code and data and filtered in the UI."""
@@ -25,8 +41,11 @@ def run_tags(stats: dict[str, Any], root: Path | None = None) -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
         tags["git.commit"] = commit
-        status = git_output(cwd, "status", "--porcelain", "--untracked-files=no")
-        tags["git.dirty"] = str(bool(status)).lower()
+        changed = changed_files(cwd)
+        if changed is not None:
+            tags["git.dirty"] = str(bool(changed)).lower()
+            if changed:
+                tags["git.dirty.files"] = ", ".join(changed)[:500]
     exp_name = os.environ.get("DVC_EXP_NAME")
     if exp_name:
         tags["dvc.exp_name"] = exp_name
