@@ -404,3 +404,16 @@ def test_channels_last_trains_the_same_network(work: Path, processed: Path) -> N
     # Same data, same seeds: only the memory layout (and float summation order) differ.
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-3), k
+
+
+def test_a_lightning_logger_gets_every_epoch_metric(work: Path, processed: Path) -> None:
+    """trainer.logger: csv adds Lightning's CSVLogger: the module's metrics reach it."""
+    import csv
+
+    s = train(work, processed, **{"trainer.max_epochs": 2, "trainer.logger": "csv"})
+    [path] = (work / "lightning_logs" / s["run_id"]).glob("version_*/metrics.csv")
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    logged = {k for r in rows for k, v in r.items() if v}
+    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"} <= logged, logged
+    assert sorted({r["epoch"] for r in rows if r.get("val_loss")}) == ["0", "1"]

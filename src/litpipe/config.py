@@ -128,6 +128,9 @@ class TrainerConfig(Section):
     limit_val_batches: PositiveFraction | BatchCount
     enable_progress_bar: bool
     profiler: Literal["none", "simple", "advanced"]
+    logger: Literal["none", "csv"] = Field(
+        description="a Lightning logger besides MLflow: csv writes lightning_logs/<run>/ "
+        "(every metric the module logs, with its epoch)")
 
     @model_validator(mode="after")
     def _gpu_only(self) -> TrainerConfig:

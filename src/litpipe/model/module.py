@@ -73,9 +73,11 @@ class LitBase(L.LightningModule):
         t = self._tallies.pop(stage, None)
         if t is None or t[2] == 0:
             return
-        self.log(f"{stage}_loss", t[0] / t[2], prog_bar=stage == "val", sync_dist=True)
+        # One value for the epoch (the last training batch's hook would default to a step).
+        kw: dict[str, Any] = {"on_step": False, "on_epoch": True, "sync_dist": True}
+        self.log(f"{stage}_loss", t[0] / t[2], prog_bar=stage == "val", **kw)
         if accuracy:
-            self.log(f"{stage}_acc", t[1] / t[2], prog_bar=True, sync_dist=True)
+            self.log(f"{stage}_acc", t[1] / t[2], prog_bar=True, **kw)
 
     def on_train_epoch_start(self) -> None:
         self.grad_norm_max = 0.0

@@ -32,7 +32,7 @@ from litpipe.data.datamodule import ArrayDataModule
 from litpipe.errors import LitpipeError
 from litpipe.model.module import LitBase, build_module
 from litpipe.model.progress import progress_bar
-from litpipe.repo import MODELS, PROCESSED, REPORTS
+from litpipe.repo import MODELS, PROCESSED, REPORTS, find_repo_root
 from litpipe.tracking.run import TrackedRun
 from litpipe.tracking.store import TrackingError, check_store, resolve_tracking_uri
 from litpipe.tracking.tags import run_tags
@@ -89,16 +89,31 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if any(native) else "32-true"
 
 
-def build_trainer(params: Params, callbacks: list[Callback], workdir: Path) -> L.Trainer:
-    """``lightning.Trainer(**params.trainer)``, deterministic, with litpipe's callbacks."""
+def _logger(kind: str, name: str) -> Any:
+    """A Lightning logger besides litpipe's MLflow run (which logs per epoch itself)."""
+    if kind == "none":
+        return False
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(find_repo_root() / "lightning_logs", name=name)
+
+
+def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
+                  run_name: str | None = None) -> L.Trainer:
+    """``lightning.Trainer(**params.trainer)``, deterministic, with litpipe's callbacks.
+
+    ``run_name`` names the extra Lightning logger's run (``trainer.logger``); without one
+    (the finders' Trainer) nothing is logged.
+    """
     cfg = params.trainer
-    kwargs = cfg.model_dump(exclude={"profiler"})
+    kwargs = cfg.model_dump(exclude={"profiler", "logger"})
     kwargs["precision"] = resolve_precision(cfg.precision, cfg.accelerator)
     if cfg.gradient_clip_val is None:  # Lightning refuses an algorithm without a value
         kwargs["gradient_clip_algorithm"] = None
     return L.Trainer(**kwargs, profiler=_profiler(cfg.profiler, workdir), deterministic=True,
-                     logger=False, callbacks=callbacks, enable_model_summary=True,
-                     default_root_dir=workdir)
+                     logger=_logger(cfg.logger, run_name) if run_name else False,
+                     callbacks=callbacks,
+                     enable_model_summary=True, default_root_dir=workdir)
 
 
 def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
@@ -181,7 +196,8 @@ def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun |
          resume: ResumeDir) -> dict[str, Any] | None:
     """Train (or continue training); return the facts the outputs need (rank 0 only)."""
     checkpoint, history, callbacks = _callbacks(params, dm, run, resume)
-    trainer = build_trainer(params, callbacks, resume.path)
+    trainer = build_trainer(params, callbacks, resume.path,
+                            run_name=run.run_id if run is not None else "litpipe")
     # Every rank must load the same checkpoint; across machines each has its own resume
     # directory, so a multi-node run does not resume (it starts again from epoch 0).
     ckpt_path = resume.checkpoint_to_resume() if params.trainer.num_nodes == 1 else None
