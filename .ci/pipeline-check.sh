@@ -5,12 +5,17 @@
 #   1. Gate: the committed reports/metrics.json against the target branch's committed
 #      metrics (GATE_BASELINE, default main), read from git history by `litpipe gate`. A
 #      revision this clone lacks is a missing baseline, judged by gates.missing_baseline.
-#      Skipped, saying so, while reports/metrics.json does not exist yet.
+#      Skipped, saying so, while reports/metrics.json does not exist yet. Then, for the
+#      reviewer (they never change the verdict): `dvc metrics diff` and `dvc params diff`
+#      against the target as Markdown tables, the committed run's learning curves
+#      (reports/curves.png, linked, and its per-epoch numbers as a table), and
+#      `dvc plots diff` against the target as HTML in reports/ci/plots/.
 #   2. A CI-sized run of the whole pipeline: the work tree's files (tracked, or untracked
 #      and not ignored; never data/, models/ or .venv/) copied to a scratch directory,
 #      `git init` there, params.ci.yaml as params.yaml (scikit-learn's digits, offline, about
 #      a minute on CPU), `dvc repro`, then `litpipe gate --no-baseline` with that file's
-#      absolute bounds. Its reports/ are copied to reports/ci/ for upload, pass or fail.
+#      absolute bounds, and its learning curves. Its reports/ are copied to reports/ci/
+#      for upload, pass or fail.
 #
 # The Markdown report of both goes to reports/gate.md and, under GitHub Actions, is appended
 # to $GITHUB_STEP_SUMMARY. Both parts always run; the exit status is non-zero when either
@@ -28,6 +33,19 @@ report="$root/reports/gate.md"
 
 section() { printf '\n=== %s\n' "$*"; }
 
+# md_section TITLE CMD...: a Markdown section holding CMD's output (a `--md` table), "No
+# change." when it printed nothing, or why it is not available; never fails the script.
+md_section() {
+  local title=$1 out
+  shift
+  printf '### %s\n\n' "$title"
+  if out=$("$@" 2>&1); then
+    if [[ -n "${out//[[:space:]]/}" ]]; then printf '%s\n\n' "$out"; else printf 'No change.\n\n'; fi
+  else
+    printf 'Not available: `%s` failed: %s\n\n' "$*" "$(printf '%s' "$out" | tail -n 1)"
+  fi
+}
+
 if [[ -z "${VIRTUAL_ENV:-}" && -x "$root/.venv/bin/litpipe" ]]; then
   export PATH="$root/.venv/bin:$PATH"
 fi
@@ -38,6 +56,7 @@ done
 
 mkdir -p reports
 : > "$report"  # litpipe gate appends; start this run's report empty
+rm -rf reports/ci && mkdir -p reports/ci  # this run's CI files only (uploaded, git-ignored)
 
 # --- 1. the committed metrics vs the target branch --------------------------------------
 section "1/2 metric gate: reports/metrics.json vs ${baseline}"
@@ -51,6 +70,25 @@ else
   printf '## Metric gate: skipped\n\n%s\n\n' \
     "\`reports/metrics.json\` does not exist yet: nothing to gate against \`${baseline}\`." \
     >> "$report"
+fi
+if command -v dvc >/dev/null 2>&1; then
+  {
+    md_section "Metrics: \`${baseline}\` → this branch (dvc metrics diff)" \
+      dvc metrics diff "$baseline" --md
+    md_section "Params: \`${baseline}\` → this branch (dvc params diff)" \
+      dvc params diff "$baseline" --md
+  } >> "$report"
+  if dvc plots diff "$baseline" -o reports/ci/plots >/dev/null 2>&1; then
+    printf '%s\n\n' "Loss, accuracy and confusion matrix, \`${baseline}\` against this branch:
+\`reports/ci/plots/index.html\` (\`dvc plots diff\`) in the uploaded reports." >> "$report"
+  fi
+else
+  printf 'No metrics or params diff: `dvc` not found on PATH.\n\n' >> "$report"
+fi
+if [[ -f reports/train_history.csv ]]; then
+  python -m litpipe.gate.curves reports/train_history.csv --image curves.png \
+    --title "Learning curves of the committed run" >> "$report" \
+    || echo "pipeline-check: no learning curves in the report (see above)" >&2
 fi
 
 # --- 2. a CI-sized run of the whole pipeline -------------------------------------------
@@ -90,11 +128,15 @@ else
   set -e
   smoke_result="exit ${smoke_status} after $((SECONDS - started)) s"
   echo "CI-sized run: ${smoke_result}"
-  rm -rf reports/ci && mkdir -p reports/ci
   cp -r "$scratch/reports/." reports/ci/ 2>/dev/null || true
   cp "$scratch/dvc.lock" reports/ci/ 2>/dev/null || true
   if [[ -f reports/ci/gate.md ]]; then
     cat reports/ci/gate.md >> "$report"
+    if [[ -f reports/ci/train_history.csv ]]; then
+      python -m litpipe.gate.curves reports/ci/train_history.csv --image ci/curves.png \
+        --title "Learning curves of the CI-sized run" >> "$report" \
+        || echo "pipeline-check: no learning curves in the report (see above)" >&2
+    fi
   else
     printf '## CI-sized run: ❌ FAIL\n\n%s\n\n' "The run with params.ci.yaml exited \
 ${smoke_status} before its gate ran; see the job log." >> "$report"

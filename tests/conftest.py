@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -17,6 +18,34 @@ VENV_BIN = Path(sys.executable).parent
 
 # Files a pipeline copy needs; data/, models/, reports/ and the MLflow DB stay behind.
 REPO_FILES = ("dvc.yaml", "params.yaml", "stages", "pyproject.toml")
+
+
+def _executable(name: str) -> bool:
+    path = shutil.which(name) or f"/usr/bin/{name}"
+    return os.access(path, os.X_OK)
+
+
+# The system (apt) packages `setup.sh --dev` installs for the tests, each with how the tests
+# find it. Where one is missing, the tests that need it skip, saying why: right on a laptop,
+# wrong in CI, where the suite would pass without running them. So under CI=true (GitHub
+# Actions sets it, .ci/run exports it) the session fails at its start instead, naming them.
+SYSTEM_PACKAGES = {
+    "postgresql": lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")),
+    "chromium": lambda: _executable("chromium"),
+    "chromium-driver": lambda: _executable("chromedriver"),
+    "dataset-fashion-mnist": lambda: Path("/usr/share/datasets/fashion-mnist").is_dir(),
+}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI=true, a system package the tests need must be there (see SYSTEM_PACKAGES)."""
+    if os.environ.get("CI", "").lower() != "true":
+        return
+    missing = [name for name, present in SYSTEM_PACKAGES.items() if not present()]
+    if missing:
+        pytest.exit(f"CI=true and the system package(s) {', '.join(missing)} are missing: "
+                    "their tests would only be skipped. Install them (./setup.sh --dev) "
+                    "or run without CI=true.", returncode=3)
 
 
 @pytest.fixture(autouse=True)
