@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local MLflow tracking stack for litpipe, shaped like a team's server: PostgreSQL (Debian's
 # packages) as the backend store, and `mlflow server --serve-artifacts` keeping artifacts in a
-# local directory and serving them over HTTP. Everything listens on 127.0.0.1 only.
+# local directory, or in an S3 bucket (MLFLOW_ARTIFACTS_S3, below), and serving them over HTTP.
+# Everything listens on 127.0.0.1 only.
 #
 #   scripts/mlflow_server.sh start  [DIR]  start the stack in DIR (default .mlflow-server); waits
 #                                          until the server answers /health, then prints
@@ -13,7 +14,8 @@
 # Then:  export MLFLOW_TRACKING_URI=$(scripts/mlflow_server.sh uri)  and  dvc repro
 #
 # Needs the apt package postgresql (installed here when missing and we are root with apt-get)
-# and psycopg2-binary in litpipe's venv (`pip install -e '.[server]'`). PostgreSQL refuses to
+# and psycopg2-binary in litpipe's venv (in requirements.lock: ./setup.sh installs it; or
+# `pip install -e '.[server]'`). PostgreSQL refuses to
 # run as root, so as root the cluster belongs to the `postgres` user (kept in a private
 # /tmp/litpipe-pg.* directory, removed at stop, when that user cannot enter DIR; otherwise the
 # cluster is DIR/pg and survives a stop/start). TCP logins need a password
@@ -22,8 +24,17 @@
 # Environment: PG_PORT, MLFLOW_PORT (default: free ports); START_TIMEOUT (seconds to wait for
 # /health, default 120); OWNER_PID: stop the stack by itself when that process exits (tests pass
 # their own pid, so a killed test run leaves no servers behind).
-# Files in DIR: mlflow.log, artifacts/, pg_dir (where the cluster lives; postgres.log inside),
-# pg_port, pg_password, mlflow_port, mlflow.pid (also the server's process group), watchdog.pid.
+#   MLFLOW_ARTIFACTS_S3=s3://bucket/path  keep artifacts in that S3 bucket instead of DIR/artifacts
+#     (`--artifacts-destination`). The server still proxies every artifact upload, download and
+#     listing (`--serve-artifacts`, artifact URIs `mlflow-artifacts:/…`), so clients need only
+#     MLFLOW_TRACKING_URI and no S3 credentials; the server needs them, from its environment:
+#     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an ~/.aws profile), and for MinIO-style
+#     servers MLFLOW_S3_ENDPOINT_URL=http://host:port (AWS S3: leave it unset). Needs boto3 in
+#     the venv (in requirements.lock). A stack keeps the destination it was first started with
+#     (DIR/artifacts_destination): existing runs' artifacts live there.
+# Files in DIR: mlflow.log, artifacts/ (without MLFLOW_ARTIFACTS_S3), artifacts_destination,
+# pg_dir (where the cluster lives; postgres.log inside), pg_port, pg_password, mlflow_port,
+# mlflow.pid (also the server's process group), watchdog.pid.
 # Exit codes: 0 ok, 1 the server did not come up (log tail printed), 2 usage, 3 missing tools.
 set -euo pipefail
 
@@ -101,14 +112,37 @@ start() {
     echo "MLFLOW_TRACKING_URI=http://127.0.0.1:$(cat "$dir/mlflow_port")"
     return 0
   fi
-  local bin pg pg_port mlflow_port password
+  local bin pg pg_port mlflow_port password destination
+  # Where artifacts go: a directory in DIR, or the S3 bucket named by MLFLOW_ARTIFACTS_S3.
+  destination="${MLFLOW_ARTIFACTS_S3:-$dir/artifacts}"
+  if [[ -n "${MLFLOW_ARTIFACTS_S3:-}" && "$MLFLOW_ARTIFACTS_S3" != s3://?* ]]; then
+    echo "mlflow_server.sh: MLFLOW_ARTIFACTS_S3 must be s3://bucket[/path], got" \
+         "'$MLFLOW_ARTIFACTS_S3'" >&2
+    exit 2
+  fi
+  if [[ -f "$dir/artifacts_destination" &&
+        "$(cat "$dir/artifacts_destination")" != "$destination" ]]; then
+    echo "mlflow_server.sh: the stack in $dir keeps its artifacts in" \
+         "$(cat "$dir/artifacts_destination"), not $destination (its runs' artifacts are" \
+         "there); use another DIR for another destination" >&2
+    exit 2
+  fi
   bin="$(pg_bin)"
   "$py" -c "import psycopg2" 2>/dev/null || {
-    echo "mlflow_server.sh: psycopg2 missing in $venv_bin: pip install -e '.[server]'" >&2
+    echo "mlflow_server.sh: psycopg2 missing in $venv_bin: ./setup.sh, or" \
+         "pip install -e '.[server]'" >&2
     exit 3; }
+  if [[ -n "${MLFLOW_ARTIFACTS_S3:-}" ]]; then
+    "$py" -c "import boto3" 2>/dev/null || {
+      echo "mlflow_server.sh: boto3 missing in $venv_bin (needed for MLFLOW_ARTIFACTS_S3):" \
+           "./setup.sh, or pip install -e '.[server]'" >&2
+      exit 3; }
+  else
+    mkdir -p "$dir/artifacts"
+  fi
+  echo "$destination" >"$dir/artifacts_destination"
   pg_port="${PG_PORT:-$(free_port)}"
   mlflow_port="${MLFLOW_PORT:-$(free_port)}"
-  mkdir -p "$dir/artifacts"
 
   pg="$dir/pg"
   if [[ -f "$dir/pg_dir" && -f "$(cat "$dir/pg_dir")/PG_VERSION" ]]; then
@@ -146,12 +180,13 @@ start() {
     -c "SELECT 1 FROM pg_database WHERE datname = 'mlflow'" | grep -q 1 ||
     as_pg "$bin/createdb" -h "$pg" -p "$pg_port" -U mlflow mlflow
 
-  # The store URI goes through the environment, not argv: `ps` would show the password.
+  # The store URI goes through the environment, not argv: `ps` would show the password (the
+  # S3 credentials, MLFLOW_S3_ENDPOINT_URL included, reach the server the same way).
   # setsid: the server, its uvicorn worker and job runners share one process group, which
   # `stop` ends as a whole.
   MLFLOW_BACKEND_STORE_URI="postgresql+psycopg2://mlflow:$password@127.0.0.1:$pg_port/mlflow" \
     setsid "$venv_bin/mlflow" server \
-    --artifacts-destination "$dir/artifacts" --serve-artifacts \
+    --artifacts-destination "$destination" --serve-artifacts \
     --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
     </dev/null >"$dir/mlflow.log" 2>&1 &
   echo $! >"$dir/mlflow.pid"
