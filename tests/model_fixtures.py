@@ -4,7 +4,9 @@ Scikit-learn's digits go through the real split stage; a LightningModule from
 ``build_module`` is fitted for two epochs by a plain ``lightning.Trainer`` and saved with
 ``Trainer.save_checkpoint`` (the same file format the train stage writes); the real export
 stage then writes ``models/export/`` from it. Only MLflow is left out: the export stage's
-tracked run is replaced by a stand-in that records nothing, so no tracking store is needed.
+tracked run is replaced by a stand-in that records nothing, and its registration of the
+served model by a no-op, so no tracking store is needed (tests/registry_fixtures.py has
+the variant with a real SQLite store).
 """
 
 from __future__ import annotations
@@ -72,5 +74,6 @@ def build_models(base: Path, epochs: int = 2) -> Params:
     params = train_checkpoint(base, epochs)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(export_stage, "TrackedRun", NoTracking)
+        mp.setattr(export_stage, "log_served_model", lambda *args, **kwargs: None)
         export_stage.export(params, base / "processed", base / "models", base / "reports")
     return params

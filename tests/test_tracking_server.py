@@ -255,10 +255,11 @@ def test_one_complete_run_on_the_server(tracking_server: Stack, repro: Path, tmp
     on_server = list((tracking_server.dir / "artifacts").rglob("evaluate/samples.png"))
     assert [p.read_bytes() for p in on_server] == [got.read_bytes()]
 
-    # The ONNX model, registered as version 1, downloaded from the server's registry the way
-    # a user would: the `mlflow` CLI in a fresh process, told only MLFLOW_TRACKING_URI. (In
-    # this process, earlier tests' in-process export stages have set MLflow's global tracking
-    # URI, which `models:/` resolution would use instead.)
+    # The served model (a pyfunc around the ONNX file), registered as version 1 with the
+    # alias candidate, downloaded from the server's registry the way a user would: the
+    # `mlflow` CLI in a fresh process, told only MLFLOW_TRACKING_URI. (In this process,
+    # earlier tests' in-process export stages have set MLflow's global tracking URI, which
+    # `models:/` resolution would use instead.)
     [version] = client.search_model_versions("name='litpipe-classifier'")
     assert (version.version, version.run_id) == ("1", run_id)
     model_dir = tmp_path / "model"
@@ -269,8 +270,9 @@ def test_one_complete_run_on_the_server(tracking_server: Stack, repro: Path, tmp
         text=True, timeout=120)
     assert fetched.returncode == 0, fetched.stderr[-2000:]
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
-    assert mlmodel["run_id"] == run_id and "onnx" in mlmodel["flavors"]
-    assert mlmodel["signature"]["inputs"] and (model_dir / "model.onnx").is_file()
+    assert mlmodel["run_id"] == run_id and "python_function" in mlmodel["flavors"]
+    assert mlmodel["signature"]["inputs"] and (model_dir / "artifacts/model.onnx").is_file()
+    assert version.aliases == ["candidate"]
 
     # And the backend store really is PostgreSQL.
     import psycopg2

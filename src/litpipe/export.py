@@ -3,8 +3,11 @@
 Both exports take float32 images in [0, 1] shaped N×C×H×W (normalisation is inside the
 network) and return logits. Each is compared with the PyTorch model on a real test batch;
 an export whose outputs drift beyond ``export.tolerance`` fails the stage rather than being
-shipped. The MLflow model is the ONNX one (no pickle involved in loading it), logged with a
-signature and input example and registered as a new version of ``export.registered_model``.
+shipped. ``models/export/`` keeps the plain files (``litpipe predict`` and C++/mobile users
+read them). The MLflow model is a pyfunc around the same ONNX file that answers with class
+names and probabilities (:mod:`litpipe.tracking.pyfunc`; stored as code, no pickle), logged
+with a tensor signature, input example and the input contract as metadata, registered as a
+new version of ``export.registered_model`` and given the alias ``candidate``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from litpipe.data.processed import load_split
 from litpipe.errors import LitpipeError
 from litpipe.model.checkpoint import load_module
 from litpipe.repo import MODELS, PROCESSED, REPORTS
+from litpipe.tracking.registry import log_served_model
 from litpipe.tracking.run import TrackedRun
 
 
@@ -39,6 +43,22 @@ def _onnx_export(net: torch.nn.Module, example: torch.Tensor, path: Path, opset:
         input_names=["images"], output_names=[output],
         dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}},
     )
+
+
+def model_json(task: str, in_shape: list[int], output: str, classes: list[str]
+               ) -> dict[str, Any]:
+    """``model.json``: what a caller must feed the model and what it answers.
+
+    The input contract is spelled out for people and for other languages' clients: N×C×H×W
+    float32, pixels scaled to [0, 1] as the uint8 value / 255 (0 black, 1 white), grey
+    (C = 1) or RGB (C = 3). The same dict is the served model's MLflow metadata.
+    """
+    channels = {1: "grey", 3: "RGB"}.get(in_shape[0], f"{in_shape[0]} channels")
+    return {"task": task,
+            "input": {"name": "images", "dtype": "float32", "shape": ["batch", *in_shape],
+                      "layout": "NCHW", "range": [0.0, 1.0], "scale": "uint8 / 255",
+                      "channels": channels},
+            "output": {"name": output, "classes": classes}}
 
 
 def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
@@ -77,11 +97,7 @@ def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = M
                 f"exported model drifts from PyTorch beyond export.tolerance = "
                 f"{params.export.tolerance}: {bad}; nothing was written to {out_dir}"
             )
-        meta = {"task": task,
-                "input": {"name": "images", "dtype": "float32",
-                          "shape": ["batch", *module.hparams["in_shape"]],
-                          "range": [0.0, 1.0]},
-                "output": {"name": output, "classes": module.classes}}
+        meta = model_json(task, list(module.hparams["in_shape"]), output, module.classes)
         write_json(tmp / "model.json", meta)
 
     # A DVC metric: only what was measured. The settings it was measured with (opset,
@@ -95,7 +111,7 @@ def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = M
         run.log_artifact(out_dir / name, "export")
     if Path("dvc.lock").exists():  # the lineage of this run's upstream stages
         run.log_artifact(Path("dvc.lock"), "config")
-    report["registered_version"] = run.log_onnx_model(
-        out_dir / "model.onnx", batch[:4].numpy(), reference[:4],
+    report["registered_version"] = log_served_model(
+        run, out_dir, batch[:4].numpy(), metadata={"litpipe": meta},
         registered_model=params.export.registered_model)
     return report

@@ -1,10 +1,12 @@
 """``litpipe predict``: classify image files with the exported ONNX model or a checkpoint.
 
-Which model: ``--onnx PATH`` or ``--checkpoint [PATH]`` when given; otherwise the export
-stage's ``models/export/model.onnx`` when it exists (onnxruntime, no torch import: about
-15x faster on 1,000 images than starting torch and Lightning), else ``models/best.ckpt``
-(the LightningModule's ``predict_step`` through ``Trainer.predict``). Paths are relative to
-the current directory, i.e. the repository root. Output is JSON.
+Which model: ``--onnx PATH``, ``--checkpoint [PATH]`` or ``--model URI`` (a registered
+model such as ``models:/litpipe-classifier@champion``, downloaded through MLflow: the ONNX
+file and ``model.json`` of the served model) when given; otherwise the export stage's
+``models/export/model.onnx`` when it exists (onnxruntime, no torch import: about 15x faster
+on 1,000 images than starting torch and Lightning), else ``models/best.ckpt`` (the
+LightningModule's ``predict_step`` through ``Trainer.predict``). Paths are relative to the
+current directory, i.e. the repository root. Output is JSON.
 
 Images are read as the pipeline feeds the network (see :func:`read_image`): any format
 Pillow reads; 16-bit pixels scaled to 8 bit; transparency composited on black, the
@@ -22,6 +24,7 @@ import json
 import logging
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ MAX_PIXELS = 50_000_000
 BACKGROUND = 0.0  # transparent pixels become black: the datasets' background (0 = black)
 WHITE_16 = 65535  # white of a 16-bit pixel
 REBUILD_EXPORT = "rerun `dvc repro export` (or restore it with `dvc pull`)"
+CHAMPION_URI = "models:/litpipe-classifier@champion"  # the model promoted by `litpipe gate`
 
 
 class PredictError(LitpipeError, ValueError):
@@ -362,7 +366,41 @@ def _check_session(model: Path, meta_path: Path, session: Any, name: str,
         raise mismatch(f"it outputs {out}, but {meta_path} names {len(classes)} classes")
 
 
-def _from_onnx(model: Path, paths: list[Path]) -> Prediction:
+@dataclass(frozen=True)
+class OnnxModel:
+    """An exported model, opened and checked: the onnxruntime session and its model.json.
+
+    ``litpipe predict`` and the served MLflow model (:mod:`litpipe.tracking.pyfunc`) both
+    run the network through this class, so they answer identically.
+    """
+
+    path: Path
+    session: Any
+    input_name: str
+    shape: tuple[int, int, int]  # C×H×W
+    task: str
+    classes: list[str]
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        """Run float32 N×C×H×W ``images`` in [0, 1]: class probabilities (softmax of the
+        logits) or reconstructions."""
+        try:
+            out = self.session.run(None, {self.input_name: images})[0]
+        except Exception as exc:  # the graph itself fails on valid input: a broken export
+            raise PredictError(f"{self.path}: onnxruntime failed to run it "
+                               f"({_first_line(exc)}); {REBUILD_EXPORT}") from None
+        if self.task == "classification":
+            if out.ndim != 2 or out.shape[1] != len(self.classes):
+                raise PredictError(f"{self.path}: output of shape {list(out.shape)} for "
+                                   f"{len(self.classes)} classes; {REBUILD_EXPORT}")
+            e = np.exp(out - out.max(axis=1, keepdims=True))
+            out = e / e.sum(axis=1, keepdims=True)
+        return Prediction(out, self.classes, self.task, images)
+
+
+def load_onnx(model: Path) -> OnnxModel:
+    """Open ``model`` (an exported ``model.onnx``) with ``model.json`` beside it; every
+    problem with either file is a :class:`PredictError` naming it."""
     import onnxruntime as ort
 
     meta_path = model.with_name("model.json")
@@ -379,19 +417,12 @@ def _from_onnx(model: Path, paths: list[Path]) -> Prediction:
         raise PredictError(f"{model}: not a loadable ONNX model ({reason}); "
                            f"{REBUILD_EXPORT}") from None
     _check_session(model, meta_path, session, name, shape, task, classes)
-    images = to_unit_range(load_images(paths, shape))
-    try:
-        out = session.run(None, {name: images})[0]
-    except Exception as exc:  # the graph itself fails on valid input: a broken export
-        raise PredictError(f"{model}: onnxruntime failed to run it ({_first_line(exc)}); "
-                           f"{REBUILD_EXPORT}") from None
-    if task == "classification":
-        if out.ndim != 2 or out.shape[1] != len(classes):
-            raise PredictError(f"{model}: output of shape {list(out.shape)} for "
-                               f"{len(classes)} classes; {REBUILD_EXPORT}")
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        out = e / e.sum(axis=1, keepdims=True)
-    return Prediction(out, classes, task, images)
+    return OnnxModel(model, session, name, shape, task, classes)
+
+
+def _from_onnx(model: Path, paths: list[Path]) -> Prediction:
+    onnx_model = load_onnx(model)
+    return onnx_model.predict(to_unit_range(load_images(paths, onnx_model.shape)))
 
 
 def resolve_model(checkpoint: Path | None = None, onnx: Path | None = None
@@ -422,34 +453,81 @@ def resolve_model(checkpoint: Path | None = None, onnx: Path | None = None
     return kind, model
 
 
-def predict(paths: list[Path], checkpoint: Path | None = None, onnx: Path | None = None
-            ) -> list[dict[str, Any]]:
+def predict(paths: list[Path], checkpoint: Path | None = None, onnx: Path | None = None,
+            model_uri: str | None = None) -> list[dict[str, Any]]:
     """One result per image: predicted class and all class probabilities (or recon error).
 
-    The model is chosen by :func:`resolve_model`. Raises a
-    :class:`~litpipe.errors.LitpipeError` naming the file for any unusable input.
+    The model is ``model_uri`` (a registered model, ``models:/NAME@ALIAS`` or
+    ``models:/NAME/VERSION``) when given, else the one :func:`resolve_model` chooses.
+    Raises a :class:`~litpipe.errors.LitpipeError` naming the file or URI for any unusable
+    input.
     """
+    return _run(paths, checkpoint, onnx, model_uri)[0]
+
+
+def _run(paths: list[Path], checkpoint: Path | None, onnx: Path | None,
+         model_uri: str | None) -> tuple[list[dict[str, Any]], str]:
+    """:func:`predict`'s results, and a few words saying which model gave them."""
     if not paths:
         raise PredictError("no images given")
-    kind, model = resolve_model(checkpoint, onnx)
+    if model_uri is not None and (checkpoint is not None or onnx is not None):
+        raise PredictError("give at most one of --model, --checkpoint or --onnx")
+    if model_uri is None:
+        kind, model = resolve_model(checkpoint, onnx)
     paths = [Path(p) for p in paths]
     for path in paths:  # before loading a model (seconds, with torch): a typo fails at once
         if not path.exists():
             raise PredictError(f"{path}: no such file")
-    pred = _from_onnx(model, paths) if kind == "onnx" else _from_checkpoint(model, paths)
+    if model_uri is not None:
+        with tempfile.TemporaryDirectory(prefix="litpipe-model-") as tmp:
+            local, version = _fetch_registered(model_uri, Path(tmp))
+            pred = _from_onnx(local, paths)
+        source, about = model_uri, f"registry model {model_uri} ({version})"
+    else:
+        pred = _from_onnx(model, paths) if kind == "onnx" else _from_checkpoint(model, paths)
+        source, about = str(model), f"{kind} model {model}"
+    results = [{"file": str(path), **answer}
+               for path, answer in zip(paths, answers(pred, source), strict=True)]
+    return results, about
+
+
+def _fetch_registered(model_uri: str, dest: Path) -> tuple[Path, str]:
+    """Download the registered model ``model_uri`` names into ``dest``: the local path of
+    its ``model.onnx`` (``model.json`` beside it) and which version it is.
+
+    The store is the pipeline's (``$MLFLOW_TRACKING_URI``, else ``tracking.uri`` in
+    params.yaml, else ``mlflow.db`` at the repository root).
+    """
+    from litpipe.tracking import registry
+
+    registry.parse_model_uri(model_uri)  # a malformed URI fails before any store is opened
+    uri = registry.reading_uri()
+    registry.check_existing_store(uri)
+    version = registry.resolve(model_uri, uri)
+    model_dir = registry.download(version, uri, dest)
+    local = model_dir / "artifacts" / "model.onnx"
+    if not (local.is_file() and local.with_name("model.json").is_file()):
+        raise PredictError(f"{model_uri} ({version}): holds no artifacts/model.onnx and "
+                           "model.json, so it is not a model litpipe's export stage "
+                           "registered (or one from before it registered servable models); "
+                           "name a newer version, or rerun `dvc repro export`")
+    return local, f"{version}, run {version.run_id}"
+
+
+def answers(pred: Prediction, source: str) -> list[dict[str, Any]]:
+    """Per image: the predicted class, its index and probability, and every class's
+    probability (probabilities rounded to 6 decimals); for an autoencoder, the
+    reconstruction error. ``source`` names the model in errors."""
     if not np.isfinite(pred.out).all():
-        raise PredictError(f"{model}: the model's outputs are not finite (NaN or infinite "
+        raise PredictError(f"{source}: the model's outputs are not finite (NaN or infinite "
                            "weights?); retrain it with `dvc repro train`")
-    results = []
     if pred.task == "reconstruction":
-        for path, x, x_hat in zip(paths, pred.images, pred.out, strict=True):
-            results.append({"file": str(path),
-                            "reconstruction_mse": round(float(((x - x_hat) ** 2).mean()), 6)})
-        return results
-    for path, probs in zip(paths, pred.out, strict=True):
+        return [{"reconstruction_mse": round(float(((x - x_hat) ** 2).mean()), 6)}
+                for x, x_hat in zip(pred.images, pred.out, strict=True)]
+    results = []
+    for probs in pred.out:
         k = int(np.argmax(probs))
         results.append({
-            "file": str(path),
             "class": pred.classes[k],
             "class_index": k,
             "probability": round(float(probs[k]), 6),
@@ -462,7 +540,10 @@ def predict(paths: list[Path], checkpoint: Path | None = None, onnx: Path | None
 # -------------------------------------------------------------------------------- CLI
 
 EPILOG = f"""\
-model: --onnx PATH, or --checkpoint [PATH] ({DEFAULT_CHECKPOINT} if no PATH); by default
+model: --onnx PATH, or --checkpoint [PATH] ({DEFAULT_CHECKPOINT} if no PATH), or
+  --model URI (a registered model: models:/NAME@ALIAS, e.g. {CHAMPION_URI}, or
+  models:/NAME/VERSION; downloaded through MLflow from $MLFLOW_TRACKING_URI, else
+  tracking.uri in params.yaml, else mlflow.db at the repository root); by default
   {DEFAULT_ONNX} when it exists (onnxruntime, fast), else {DEFAULT_CHECKPOINT}.
   Paths are relative to the current directory (the repository root).
 images: any format Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP, ...), resized to the
@@ -490,6 +571,8 @@ def main(argv: list[str]) -> int:
     src.add_argument("--checkpoint", nargs="?", const=DEFAULT_CHECKPOINT, type=Path,
                      metavar="PATH", help=f"a Lightning checkpoint (default {DEFAULT_CHECKPOINT})")
     src.add_argument("--onnx", type=Path, metavar="PATH", help="an exported model.onnx")
+    src.add_argument("--model", metavar="URI",
+                     help=f"a registered model, e.g. {CHAMPION_URI} or models:/NAME/VERSION")
     args = parser.parse_args(argv)
     if args.checkpoint is not None and _is_image_name(args.checkpoint):
         # `litpipe predict --checkpoint shirt.png`: the optional PATH took the image.
@@ -498,9 +581,7 @@ def main(argv: list[str]) -> int:
     if not args.images:
         parser.error("give at least one image file")
     try:
-        kind, model = resolve_model(args.checkpoint, args.onnx)
-        results = predict(args.images, checkpoint=model if kind == "checkpoint" else None,
-                          onnx=model if kind == "onnx" else None)
+        results, about = _run(args.images, args.checkpoint, args.onnx, args.model)
     except LitpipeError as exc:
         message = " ".join(str(exc).split("\n"))  # one line, whatever raised it
         print(f"litpipe predict: error: {message}", file=sys.stderr)
@@ -509,6 +590,6 @@ def main(argv: list[str]) -> int:
         print("litpipe predict: error: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     # Which model answered, on stderr (after the fact, so a failure stays one line).
-    print(f"litpipe predict: {kind} model {model}", file=sys.stderr)
+    print(f"litpipe predict: {about}", file=sys.stderr)
     print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return 0

@@ -1,18 +1,20 @@
 """``litpipe gate``: fail a build when metrics fall below bounds or regress against a baseline.
 
-Exit codes: 0 every rule passes, 1 a rule fails, 2 the gate cannot be evaluated. See
-:mod:`litpipe.gate.check` for where the numbers come from.
+Exit codes: 0 every rule passes, 1 a rule fails, 2 the gate cannot be evaluated (or, with
+``--promote``, the passing model cannot be promoted). See :mod:`litpipe.gate.check` for where
+the numbers come from and :mod:`litpipe.gate.promote` for promotion.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from litpipe.config import load_params
 from litpipe.errors import LitpipeError
-from litpipe.gate.check import GateError, run_gate, verdict_of
+from litpipe.gate.check import GateError, Row, run_gate, verdict_of
 from litpipe.gate.report import markdown, text_table
 
 
@@ -37,6 +39,14 @@ def main(argv: list[str]) -> int:
                         "$GITHUB_STEP_SUMMARY)")
     parser.add_argument("--title", default="Metric gate",
                         help="heading of the Markdown report (default: Metric gate)")
+    parser.add_argument("--promote", action="store_true",
+                        help="when the gate passes on the default branch (the baseline's), "
+                        "move the registry alias 'champion' to the version trained by "
+                        "models/run.json's run")
+    parser.add_argument("--branch", metavar="NAME",
+                        help="the branch being gated, for --promote (default: "
+                        "$GITHUB_REF_NAME on GitHub Actions, $CI_COMMIT_BRANCH on GitLab, "
+                        "else git's current branch)")
     args = parser.parse_args(argv)
     try:
         if not args.repo.is_dir():
@@ -50,7 +60,7 @@ def main(argv: list[str]) -> int:
                               dataset=params.data.dataset, params_file=args.params)
     except LitpipeError as exc:  # GateError, ParamsError
         print(f"litpipe gate: cannot evaluate: {exc}", file=sys.stderr)
-        return 2
+        return 2  # never promotes: nothing was judged
     verdict = verdict_of(rows)
     failed = sum(r.verdict == "FAIL" for r in rows)
     print(f"litpipe gate ({task}; {note}):")
@@ -65,4 +75,38 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             print(f"litpipe gate: cannot write {args.markdown}: {exc}", file=sys.stderr)
             return 2
-    return 1 if verdict == "FAIL" else 0
+    code = 1 if verdict == "FAIL" else 0
+    if args.promote:
+        default = args.baseline or gates.baseline
+        code, line = _promotion(args.repo, rows, code, default, args.branch,
+                                params.export.registered_model)
+        print(f"litpipe gate: {line}", file=sys.stderr if code == 2 else sys.stdout)
+        if args.markdown:
+            with contextlib.suppress(OSError):  # written once already: reported above if not
+                with args.markdown.open("a", encoding="utf-8") as fh:
+                    fh.write(f"**Promotion:** {line}\n\n")
+    return code
+
+
+def _promotion(repo: Path, rows: list[Row], code: int, default: str | None,
+               branch_arg: str | None, registered_model: str) -> tuple[int, str]:
+    """Promote if the gate passed (``code`` 0) on the default branch: (exit code, what
+    happened in one line). A failed gate keeps its 1; a failed promotion is 2."""
+    from litpipe.gate.promote import branch_of, current_branch, promote
+
+    if code != 0:
+        return code, "not promoting: the gate failed"
+    if not default:
+        return 2, ("cannot promote: no default branch to compare with (gates.baseline is "
+                   "null); pass --baseline BRANCH")
+    default_branch = branch_of(repo, default)
+    branch = current_branch(repo, branch_arg)
+    if branch.name != default_branch:
+        where = f"on branch {branch.name!r}" if branch.name else "on no branch (detached HEAD)"
+        return 0, (f"not promoting: {where} ({branch.source}), not the default branch "
+                   f"{default_branch!r}")
+    gated = {r.metric: r.value for r in rows if r.value is not None}
+    try:
+        return 0, promote(repo, registered_model, gated)
+    except LitpipeError as exc:
+        return 2, f"cannot promote: {' '.join(str(exc).split())}"

@@ -1,8 +1,10 @@
-"""The one MLflow run each model gets, and the only way litpipe writes to MLflow.
+"""The one MLflow run each model gets: with :mod:`.registry` (the registered models), the
+only way litpipe writes to MLflow.
 
 The train stage creates the run (:meth:`TrackedRun.start`) and names it in
 ``models/run.json``; evaluate and export attach to it (:meth:`TrackedRun.attach`) and add
-their metrics, pictures and the registered model, so one run holds the whole story.
+their metrics, pictures and the registered model (``registry.log_served_model``), so one
+run holds the whole story.
 
 **Outages.** A run opened with an ``outbox`` (the train stage keeps one in its resume
 directory) never lets a tracking outage stop training: a write that fails because the
@@ -44,6 +46,27 @@ def _is_outage(exc: BaseException) -> bool:
         return False
     return isinstance(exc, MlflowException | OSError | TimeoutError) or \
         type(exc).__module__.startswith(("requests", "urllib3"))
+
+
+def read_run_file(run_json: Path) -> tuple[str, str]:
+    """``(tracking URI, run id)`` from ``models/run.json``; one-line errors if it is missing
+    or not what the train stage writes."""
+    from litpipe.errors import MissingInputError
+
+    try:
+        run = json.loads(run_json.read_text())
+        uri, run_id = run["tracking_uri"], run["run_id"]
+    except FileNotFoundError:
+        raise MissingInputError(f"{run_json}: missing; run the train stage first "
+                                "(dvc repro train)") from None
+    except (ValueError, KeyError, TypeError):
+        raise TrackingError(f"{run_json}: not the run file the train stage writes "
+                            "(JSON with run_id and tracking_uri); rerun `dvc repro "
+                            "train`") from None
+    if not (isinstance(uri, str) and isinstance(run_id, str)):
+        raise TrackingError(f"{run_json}: run_id and tracking_uri must be strings; rerun "
+                            "`dvc repro train`")
+    return uri, run_id
 
 
 class TrackedRun:
@@ -91,18 +114,7 @@ class TrackedRun:
     @classmethod
     def attach(cls, run_json: Path) -> TrackedRun:
         """The run that trained the model described by ``models/run.json``."""
-        from litpipe.errors import MissingInputError
-
-        try:
-            run = json.loads(run_json.read_text())
-            uri, run_id = run["tracking_uri"], run["run_id"]
-        except FileNotFoundError:
-            raise MissingInputError(f"{run_json}: missing; run the train stage first "
-                                    "(dvc repro train)") from None
-        except (ValueError, KeyError, TypeError):
-            raise TrackingError(f"{run_json}: not the run file the train stage writes "
-                                "(JSON with run_id and tracking_uri); rerun `dvc repro "
-                                "train`") from None
+        uri, run_id = read_run_file(run_json)
         check_store(uri)
         return cls(uri, run_id)
 
@@ -114,6 +126,14 @@ class TrackedRun:
             if _is_outage(exc):
                 return None
             raise
+
+    def logged_metrics(self) -> dict[str, float]:
+        """The latest value of every metric the run has logged (a TrackingError if the
+        store cannot be read)."""
+        try:
+            return dict(self.client.get_run(self.run_id).data.metrics)
+        except Exception as exc:
+            raise _tracking_error(self.uri, f"could not read run {self.run_id}", exc) from None
 
     def last_logged_step(self, key: str) -> int:
         """The highest step logged for metric ``key`` (-1: none, or the server is away)."""
@@ -169,33 +189,6 @@ class TrackedRun:
     def set_status(self, status: str) -> None:
         """``RUNNING`` (a resumed run), ``FINISHED``, ``FAILED`` or ``KILLED``."""
         self._send({"op": "status", "status": status})
-
-    def log_onnx_model(self, onnx_path: Path, example: Any, example_out: Any,
-                       registered_model: str) -> str | None:
-        """Log an ONNX model with signature and input example; register a new version.
-
-        MLflow 3 links a logged model to a run only through its "active run", so this is
-        the one place that uses the fluent API, resuming this run for the call.
-        """
-        import mlflow
-        import onnx
-        from mlflow.models import infer_signature
-
-        mlflow.set_tracking_uri(self.uri)
-        signature = infer_signature(example, example_out)
-        try:
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.onnx.log_model(
-                    onnx.load(str(onnx_path)), name="model", signature=signature,
-                    input_example=example, registered_model_name=registered_model,
-                    onnx_execution_providers=["CPUExecutionProvider"],
-                )
-        except Exception as exc:
-            if _is_outage(exc):
-                raise _tracking_error(self.uri, "could not store the model", exc) from None
-            raise
-        version = getattr(info, "registered_model_version", None)
-        return str(version) if version is not None else None
 
     # ------------------------------------------------------------- sending and queueing
 
