@@ -272,7 +272,14 @@ def test_one_complete_run_on_the_server(tracking_server: Stack, repro: Path, tmp
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     assert mlmodel["run_id"] == run_id and "python_function" in mlmodel["flavors"]
     assert mlmodel["signature"]["inputs"] and (model_dir / "artifacts/model.onnx").is_file()
-    assert version.aliases == ["candidate"]
+    # What `litpipe gate --promote` reads through the server: the run's version, by run id,
+    # with the SHA-256 of the export it holds (search results carry tags, not aliases).
+    from litpipe.tracking import registry
+
+    assert client.get_model_version("litpipe-classifier", "1").aliases == ["candidate"]
+    [(found, sha)] = registry.versions_of_run("litpipe-classifier", run_id, uri)
+    assert found.version == "1"
+    assert sha == registry.file_sha256(repo / "models/export/model.onnx")
 
     # And the backend store really is PostgreSQL.
     import psycopg2
