@@ -140,7 +140,7 @@ def test_promotion_only_by_a_passing_gate_on_the_default_branch(
 def newer_unrelated_version(repo: Path) -> str:
     """A second run registers version 2 (candidate moves there); models/run.json is put back
     to name the first run, as when a queued experiment registered a newer model."""
-    from litpipe.config import load_params
+    from litpipe.params import load_params
     from tests.model_fixtures import DIGITS
 
     saved = (repo / "models/run.json").read_bytes()
@@ -215,6 +215,21 @@ def test_missing_store_is_one_line(repo: Path, run_json: Path, tmp_path: Path,
     assert code == 2
     one_line(err, f"MLflow database {gone} does not exist")
     assert not gone.exists()  # looked for, not created
+
+
+def test_unreachable_server_is_one_line(repo: Path, run_json: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run_id = json.loads(run_json.read_text())["run_id"]
+    run_json.write_text(json.dumps({"run_id": run_id,
+                                    "tracking_uri": f"http://127.0.0.1:{port}"}))
+    code, _, err = gate(repo, capsys)
+    assert code == 2
+    one_line(err, f"MLflow tracking server http://127.0.0.1:{port} is unreachable")
 
 
 def test_run_without_a_version_is_one_line(repo: Path, run_json: Path,

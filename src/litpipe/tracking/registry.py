@@ -53,7 +53,6 @@ class Version:
     name: str
     version: str
     run_id: str | None
-    aliases: tuple[str, ...]
 
     def __str__(self) -> str:
         return f"{self.name} version {self.version}"
@@ -126,7 +125,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _version(mv: Any) -> Version:
-    return Version(mv.name, str(mv.version), mv.run_id or None, tuple(mv.aliases or ()))
+    return Version(mv.name, str(mv.version), mv.run_id or None)
 
 
 def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
@@ -309,7 +308,7 @@ def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
     number = getattr(info, "registered_model_version", None)
     if number is None:
         return None
-    version = Version(registered_model, str(number), run.run_id, ())
+    version = Version(registered_model, str(number), run.run_id)
     tag_version(version, {ONNX_SHA256_TAG: file_sha256(onnx_path)}, run.uri)
     set_alias(version, CANDIDATE, run.uri)
     return str(number)
