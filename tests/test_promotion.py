@@ -140,11 +140,10 @@ def test_promotion_only_by_a_passing_gate_on_the_default_branch(
 def newer_unrelated_version(repo: Path) -> str:
     """A second run registers version 2 (candidate moves there); models/run.json is put back
     to name the first run, as when a queued experiment registered a newer model."""
-    from litpipe.params import load_params
-    from tests.model_fixtures import DIGITS
+    from tests.model_fixtures import digits_params
 
     saved = (repo / "models/run.json").read_bytes()
-    params = load_params(ROOT / "params.yaml", overrides=DIGITS)
+    params = digits_params()  # the params train_checkpoint trained with
     new_run(repo, "unrelated")
     try:
         version = export_registered(repo, params)
