@@ -17,7 +17,7 @@ import time
 
 CASES = {
     "python (baseline)": "pass",
-    "validate params (every stage, first)": "from litpipe.config import load_params; "
+    "validate params (every stage, first)": "from litpipe.params import load_params; "
                                             "load_params('params.yaml')",
     "download stage imports": "import litpipe.stage, litpipe.data.download",
     "gate imports": "import litpipe.gate.cli",

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from litpipe.config import Params, load_params
+from litpipe.config import Params
+from litpipe.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = {"data.dataset": "digits", "data.val_size": 200, "export.parity_batch": 8,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from litpipe.config import load_params
+from litpipe.params import load_params
 from tests.conftest import edit_params, pipeline_env
 
 ROOT = Path(__file__).resolve().parents[1]

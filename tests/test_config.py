@@ -11,8 +11,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from litpipe.config import Params, ParamsError, load_params
+from litpipe.config import Params
 from litpipe.formats import flatten
+from litpipe.params import ParamsError, load_params
 from tests.conftest import edit_params
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from litpipe.config import DataConfig, load_params
+from litpipe.config import DataConfig
 from litpipe.data.download import PARTIAL, DownloadError, download_dataset
 from litpipe.data.readers import load_idx_dataset
 from litpipe.data.registry import FASHION_MNIST, MNIST
+from litpipe.params import load_params
 from tests.http_fixtures import (
     AUTH_PASSWORD,
     AUTH_USER,

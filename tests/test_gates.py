@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from litpipe.config import load_params
 from litpipe.gate.check import flatten_metrics
 from litpipe.gate.cli import main as gate
+from litpipe.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: litpipe, dvc, check-jsonschema

@@ -68,9 +68,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    from litpipe.config import load_params
     from litpipe.data.split import split as split_stage
     from litpipe.evaluate import evaluate as evaluate_stage
+    from litpipe.params import load_params
     from litpipe.training.train import train as train_stage
 
     base = tmp_path_factory.mktemp("ui")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from litpipe.config import load_params
 from litpipe.model.module import build_module
 from litpipe.model.networks import build_network
+from litpipe.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

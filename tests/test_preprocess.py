@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from litpipe.config import load_params
 from litpipe.data.processed import load_split
 from litpipe.data.readers import load_digits_dataset, read_idx
 from litpipe.data.split import SplitError, make_splits
 from litpipe.data.split import split as split_stage
+from litpipe.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

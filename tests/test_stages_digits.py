@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from litpipe.config import load_params
 from litpipe.data.split import split as split_stage
 from litpipe.evaluate import evaluate as evaluate_stage
 from litpipe.export import export as export_stage
 from litpipe.model.checkpoint import load_module
+from litpipe.params import load_params
 from litpipe.training.train import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,11 +19,11 @@ import torch
 import yaml
 from PIL import Image
 
-from litpipe.config import ParamsError, load_params
 from litpipe.data.processed import load_split
 from litpipe.data.split import split as split_stage
 from litpipe.evaluate import evaluate as evaluate_stage
 from litpipe.export import export as export_stage
+from litpipe.params import ParamsError, load_params
 from litpipe.predict import PredictError, predict
 from litpipe.training.train import train as train_stage
 from tests.conftest import pipeline_env
@@ -309,7 +309,7 @@ def test_ddp_on_cpu_one_run_rank_zero_outputs(work: Path, processed: Path) -> No
     assert summary["world_size"] == 2
     assert summary["optimizer_steps"] == 16
     assert sorted(p.name for p in (work / "models").iterdir()) == \
-        ["best.ckpt", "last.ckpt", "run.json"]
+        ["best.ckpt", "last.ckpt", "run.json", "tuning.json"]
 
 
 # ---------------------------------------------------------------------------- predict

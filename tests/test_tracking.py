@@ -89,8 +89,8 @@ def test_check_store_silent_server_times_out() -> None:
 @pytest.fixture
 def processed_repo(tmp_path: Path) -> Path:
     """A directory with params.yaml and data/processed (digits) ready for the train stage."""
-    from litpipe.config import load_params
     from litpipe.data.split import split as split_stage
+    from litpipe.params import load_params
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update({"dataset": "digits", "val_size": 100})

@@ -15,7 +15,7 @@ from litpipe.errors import LitpipeError
 
 def validate(argv: list[str]) -> int:
     """Print the validated params as JSON, or the errors (exit 2)."""
-    from litpipe.config import load_params
+    from litpipe.params import load_params
 
     parser = argparse.ArgumentParser(prog="litpipe validate",
                                      description="validate params.yaml and print it typed")

@@ -1,7 +1,8 @@
 """The schema of ``params.yaml``: every knob, its type and its allowed range.
 
-Every stage validates the whole file first, before importing torch, lightning or mlflow, so
-a typo costs a fraction of a second instead of an hour of training. Unknown keys are errors
+Every stage validates the whole file first (:func:`litpipe.params.load_params`), before
+importing torch, lightning or mlflow, so a typo costs a fraction of a second instead of an
+hour of training. Unknown keys are errors
 (``extra="forbid"`` on every section): a misspelt knob that silently does nothing is worse
 than a crash. No field has a default: ``params.yaml`` is the only place a value is set, so
 a value can never change without DVC seeing the change and rerunning what depends on it.
@@ -14,14 +15,10 @@ the DataModule, ``model`` for the network, ``optimizer``/``scheduler`` for
 
 from __future__ import annotations
 
-import re
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
-
-from litpipe.errors import LitpipeError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits"]
 Task = Literal["classification", "reconstruction"]
@@ -343,71 +340,3 @@ class Params(Section):
                 raise ValueError(f"{knob} 'auto' (Lightning's finder) does not support "
                                  "multi-device training; set a number")
         return self
-
-
-class ParamsError(LitpipeError):
-    """``params.yaml`` is missing, unreadable or invalid; the message says where and why."""
-
-
-_UNION_TAG = re.compile(r"^(int|float|bool|str|none|constrained-\w+|[\w-]+\[.*\])$")
-
-
-def _format_errors(err: ValidationError, source: Path) -> str:
-    """One line per bad key: ``path = value: what is allowed``.
-
-    Union alternatives (``lr: 0.01 | auto``) are merged into one line, and pydantic's
-    internal tags (``constrained-float``, ``literal['auto']``) are dropped from the path.
-    """
-    grouped: dict[str, list[str]] = {}
-    values: dict[str, Any] = {}
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not _UNION_TAG.match(str(p))) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling against params.yaml's comments)"
-        elif e["type"] == "missing":
-            msg = "missing: every knob must be set in params.yaml"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            if not isinstance(e.get("input"), dict | list):
-                values[loc] = e.get("input")
-        if msg not in grouped.setdefault(loc, []):
-            grouped[loc].append(msg)
-    lines = [f"{source}: {len(grouped)} invalid value(s):"]
-    for loc, msgs in grouped.items():
-        shown = f" = {values[loc]!r}" if loc in values else ""
-        lines.append(f"  - {loc}{shown}: {' or '.join(msgs)}")
-    return "\n".join(lines)
-
-
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None
-                ) -> Params:
-    """Read and validate ``path``; raise :class:`ParamsError` naming every bad key.
-
-    ``overrides`` (``{"optimizer.lr": 0.01}``) replace values after reading, as
-    ``dvc exp run -S`` does; tests use them to derive small configs from the real file.
-    """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the repository root)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParamsError(f"{path}: cannot read it ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    if raw is None:
-        raise ParamsError(f"{path}: empty; it must hold every section of litpipe's params "
-                          "(restore it with `git checkout -- params.yaml`)")
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping of sections, got "
-                          f"{type(raw).__name__}")
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        raise ParamsError(_format_errors(exc, path)) from None

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from litpipe.atomic import write_text
-from litpipe.config import Params, load_params
+from litpipe.config import Params
 from litpipe.errors import LitpipeError
+from litpipe.params import load_params
 from litpipe.repo import VALIDATED
 
 

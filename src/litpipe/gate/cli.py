@@ -12,10 +12,10 @@ import contextlib
 import sys
 from pathlib import Path
 
-from litpipe.config import load_params
 from litpipe.errors import LitpipeError
 from litpipe.gate.check import GateError, Row, run_gate, verdict_of
 from litpipe.gate.report import markdown, text_table
+from litpipe.params import load_params
 
 
 def main(argv: list[str]) -> int:
