@@ -1,4 +1,4 @@
-"""`dvc plots show` / `dvc plots diff main` draw what dvc.yaml's top-level `plots:` define.
+"""`dvc plots show` / `dvc plots diff main` draw what dvc.yaml's `plots:` define.
 
 No training is needed to check that: the report files are written here in the formats the
 train and evaluate stages write (train_history.csv with HISTORY_FIELDS, confusion.csv with
@@ -23,9 +23,13 @@ from tests.conftest import ROOT, run
 EXPECTED = {
     "Loss": {"train_loss", "val_loss"},
     "Accuracy": {"train_acc", "val_acc"},
-    "Confusion matrix": None,  # one row per sample: drawn as counts, no y "field"
+    "reports/train_history.csv": {"lr"},  # the train stage's own plot: the schedule
+    "reports/confusion.csv": None,  # one row per sample: drawn as counts, no y "field"
     "reports/samples.png": None,
+    "reports/confusion.png": None,
+    "reports/curves.png": None,
 }
+IMAGES = ("reports/samples.png", "reports/confusion.png", "reports/curves.png")
 # A 1×1 grey PNG: DVC copies images as they are, it does not decode them.
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
                     "0000000a4944415478da63680000008200816c6a1d7b0000000049454e44ae426082")
@@ -48,7 +52,8 @@ def write_reports(repo: Path, epochs: int, *, accuracy: bool = True,
     pairs = confusion if confusion is not None else []
     (reports / "confusion.csv").write_text(
         "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in pairs))
-    (reports / "samples.png").write_bytes(PNG)
+    for image in IMAGES:
+        (repo / image).write_bytes(PNG)
 
 
 @pytest.fixture
@@ -110,10 +115,12 @@ def test_plots_show_draws_loss_accuracy_confusion_and_samples(plots_repo: Path) 
     assert shown["Accuracy"]["title"] == "Accuracy by epoch: train vs validation"
     assert '"title": "accuracy"' in shown["Accuracy"]["text"]  # the y axis label
     assert '"title": "epoch (from 0)"' in shown["Loss"]["text"]  # the x axis label
-    confusion = shown["Confusion matrix"]
+    assert '"field": "lr"' in shown["reports/train_history.csv"]["text"]  # y: the schedule
+    confusion = shown["reports/confusion.csv"]
     assert '"groupby": ["actual", "predicted"]' in confusion["text"]  # the confusion template
     assert len(confusion["values"]) == 3  # one row per test sample
-    assert shown["reports/samples.png"]["type"] == "image"
+    for image in IMAGES:
+        assert shown[image]["type"] == "image", image
 
 
 def test_plots_diff_main_draws_both_revisions(plots_repo: Path) -> None:
@@ -142,5 +149,5 @@ def test_a_reconstruction_models_reports_do_not_break_plots_show(plots_repo: Pat
     assert not plots.get("errors"), plots["errors"]
     shown = summary(plots)
     assert shown["Loss"]["fields"] == {"train_loss", "val_loss"}
-    assert shown["Confusion matrix"]["revisions"] == []  # nothing to draw, and no error
+    assert shown["reports/confusion.csv"]["revisions"] == []  # nothing to draw, and no error
     assert "WARNING" not in proc.stderr, proc.stderr

@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from litpipe.predict import MAX_PIXELS, PredictError, main, predict, read_image
+from litpipe.errors import InputFileError
+from litpipe.images import MAX_PIXELS, read_image
+from litpipe.predict import main, predict
 from tests.conftest import pipeline_env
 from tests.model_fixtures import build_models
 
@@ -406,7 +408,7 @@ def test_decompression_bomb_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     bomb.write_bytes(bomb_png())
     assert bomb.stat().st_size < 100_000
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 123_456_789)  # someone else's setting
-    with pytest.raises(PredictError, match=r"bomb\.png: refused: 256,000,000 pixels, over the "
+    with pytest.raises(InputFileError, match=r"bomb\.png: refused: 256,000,000 pixels, over the "
                                            r"limit of 50,000,000"):
         read_image(bomb, (1, 8, 8))
     assert Image.MAX_IMAGE_PIXELS == 123_456_789  # Pillow's global is left as it was
@@ -414,7 +416,7 @@ def test_decompression_bomb_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     assert Image.MAX_IMAGE_PIXELS == 123_456_789
     # Between the limit and twice it, Pillow only warns: still refused.
     (tmp_path / "big.png").write_bytes(bomb_png(8000))
-    with pytest.raises(PredictError, match="refused: 64,000,000 pixels"):
+    with pytest.raises(InputFileError, match="refused: 64,000,000 pixels"):
         read_image(tmp_path / "big.png", (1, 8, 8))
     ws = workspace(built, tmp_path / "ws")
     shutil.copy(bomb, ws / "bomb.png")

@@ -21,10 +21,11 @@ from PIL import Image
 
 from litpipe.data.processed import load_split
 from litpipe.data.split import split as split_stage
+from litpipe.errors import InputFileError
 from litpipe.evaluate import evaluate as evaluate_stage
 from litpipe.export import export as export_stage
 from litpipe.params import ParamsError, load_params
-from litpipe.predict import PredictError, predict
+from litpipe.predict import predict
 from litpipe.training.train import train as train_stage
 from tests.conftest import pipeline_env
 
@@ -346,13 +347,13 @@ def test_predict_agrees_with_evaluate(work: Path, processed: Path) -> None:
 
 def test_predict_errors(work: Path) -> None:
     (work / "not.png").write_text("hello")
-    with pytest.raises(PredictError, match="no such model file"):
+    with pytest.raises(InputFileError, match="no such model file"):
         predict([work / "not.png"], checkpoint=work / "missing.ckpt")
-    from litpipe.predict import load_images
+    from litpipe.images import load_images
 
-    with pytest.raises(PredictError, match="not a readable image"):
+    with pytest.raises(InputFileError, match="not a readable image"):
         load_images([work / "not.png"], (1, 8, 8))
-    with pytest.raises(PredictError, match="no such file"):
+    with pytest.raises(InputFileError, match="no such file"):
         load_images([work / "missing.png"], (1, 8, 8))
 
 

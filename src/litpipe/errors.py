@@ -14,3 +14,14 @@ class LitpipeError(Exception):
 
 class MissingInputError(LitpipeError):
     """A file a stage reads is absent: an earlier stage has not run (or its output was lost)."""
+
+
+class InputFileError(LitpipeError, ValueError):
+    """A file handed to litpipe (an image, an exported model, its model.json) cannot be
+    used; the message names it and says what is wrong."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """``exc`` as one short line: libraries' messages can span lines and paragraphs."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
