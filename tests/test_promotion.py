@@ -10,6 +10,7 @@ default branch. The gate runs in-process (``litpipe.gate.cli.main``), as CI runs
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,20 @@ def aliases(repo: Path) -> dict[str, str]:
 
 def test_export_sets_candidate_not_champion(repo: Path) -> None:
     assert aliases(repo) == {"candidate": "1"}
+
+
+def test_export_leaves_mlflows_process_wide_uris_alone(repo: Path) -> None:
+    """An in-process export (the ``repo`` fixture ran one) must not leave MLflow's global
+    tracking/registry URIs or their environment variables pointing at its store: a later
+    ``MlflowClient(tracking_uri=X)`` in the same process would read another store's registry."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    other = f"sqlite:///{repo.parent / 'other.db'}"
+    assert MlflowClient(tracking_uri=other)._registry_uri == other
+    assert mlflow.get_registry_uri() != sqlite_uri(repo)
 
 
 def test_promotion_only_by_a_passing_gate_on_the_default_branch(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,6 +259,37 @@ def _package_copy(dest: Path) -> Path:
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
 
 
+@contextmanager
+def _fluent_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at ``uri`` for the block, then
+    put back what was there before.
+
+    MLflow keeps both in module globals and copies them into the ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` environment variables. Left set, they would silently redirect every
+    later client in the same process (an export run from a notebook or a test session) to
+    this run's store, whatever URI that client was given for tracking.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    env_vars = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in env_vars}
+    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        registry_utils._registry_uri = saved_registry  # set_registry_uri(None) keeps the env
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
                      metadata: dict[str, Any], registered_model: str) -> str | None:
     """Log the servable pyfunc model into ``run``, register it as a new version of
@@ -290,10 +323,9 @@ def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
     # infer the list by loading the model in a subprocess (seconds, on every export).
     requirements = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
                     f"onnxruntime=={onnxruntime.__version__}"]
-    mlflow.set_tracking_uri(run.uri)
-    mlflow.set_registry_uri(run.uri)
     try:
-        with tempfile.TemporaryDirectory(prefix="litpipe-code-") as tmp, \
+        with _fluent_uris(run.uri), \
+                tempfile.TemporaryDirectory(prefix="litpipe-code-") as tmp, \
                 mlflow.start_run(run_id=run.run_id):
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=Path(pyfunc.__file__), artifacts=artifacts,
