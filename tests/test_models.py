@@ -19,19 +19,33 @@ ROOT = Path(__file__).resolve().parents[1]
                                                  ((1, 8, 8), 4)])
 def test_network_shapes(name: str, shape: tuple[int, int, int], classes: int) -> None:
     net = build_network(name, shape, classes, [0.5] * shape[0], [0.25] * shape[0],
-                        channels=[8, 16], hidden=[32], dropout=0.25, latent_dim=4).eval()
+                        channels=[8, 16], convs_per_block=1, hidden=[32], dropout=0.25,
+                        latent_dim=4).eval()
     out = net(torch.rand(3, *shape))
     assert out.shape == (3, classes)
 
 
 def test_normalisation_is_inside_the_network() -> None:
-    sizes = {"channels": [8], "hidden": [16], "dropout": 0.0, "latent_dim": 4}
+    sizes = {"channels": [8], "convs_per_block": 1, "hidden": [16], "dropout": 0.0,
+             "latent_dim": 4}
     a = build_network("cnn", (1, 8, 8), 3, [0.0], [1.0], **sizes).eval()
     b = build_network("cnn", (1, 8, 8), 3, [0.5], [1.0], **sizes).eval()
     b.load_state_dict({k: v for k, v in a.state_dict().items() if "mean" not in k},
                       strict=False)
     x = torch.rand(2, 1, 8, 8)
     assert torch.allclose(a(x - 0.5), b(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("convs", [1, 2, 3])
+def test_cnn_stacks_convs_per_block(convs: int) -> None:
+    """model.convs_per_block convolutions (each with its BatchNorm) before every pool."""
+    net = build_network("cnn", (1, 28, 28), 10, [0.5], [0.25], channels=[8, 16],
+                        convs_per_block=convs, hidden=[32], dropout=0.0, latent_dim=4)
+    convs_seen = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert [c.out_channels for c in convs_seen] == [8] * convs + [16] * convs
+    assert len(pools) == 2
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 class _FakeTrainer:

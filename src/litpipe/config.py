@@ -76,6 +76,7 @@ class ModelConfig(Section):
     name: ModelName
     channels: list[Annotated[int, Field(ge=1)]] = Field(
         min_length=1, max_length=4, description="conv block widths (cnn)")
+    convs_per_block: int = Field(ge=1, le=4, description="conv layers per block (cnn)")
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
         min_length=1, max_length=4, description="fully-connected sizes")
     dropout: float = Field(ge=0.0, lt=1.0)

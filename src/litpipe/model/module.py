@@ -30,10 +30,10 @@ class LitBase(L.LightningModule):
     """
 
     def __init__(self, *, network: str, in_shape: list[int], classes: list[str],
-                 mean: list[float], std: list[float], channels: list[int], hidden: list[int],
-                 dropout: float, latent_dim: int, optimizer: str, lr: float,
-                 weight_decay: float, momentum: float, scheduler: str, step_size: int,
-                 gamma: float) -> None:
+                 mean: list[float], std: list[float], channels: list[int],
+                 convs_per_block: int, hidden: list[int], dropout: float, latent_dim: int,
+                 optimizer: str, lr: float, weight_decay: float, momentum: float,
+                 scheduler: str, step_size: int, gamma: float) -> None:
         super().__init__()
         # logger=False: the train stage logs the whole params.yaml, flattened, once.
         self.save_hyperparameters(logger=False)
@@ -41,7 +41,8 @@ class LitBase(L.LightningModule):
         # A plain attribute so Lightning's learning-rate finder can set it (lr: auto).
         self.lr = lr
         self.net: nn.Module = build_network(network, tuple(in_shape), len(classes), mean,
-                                            std, channels, hidden, dropout, latent_dim)
+                                            std, channels, convs_per_block, hidden, dropout,
+                                            latent_dim)
         self.example_input_array = torch.zeros(1, *in_shape)
         self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
         self._tallies: dict[str, list[Any]] = {}
@@ -227,6 +228,7 @@ def build_module(params: Params, stats: dict[str, Any]) -> LitBase:
     cls = LitAutoEncoder if m.task == "reconstruction" else LitClassifier
     return cls(network=m.name, in_shape=list(stats["shape"]), classes=list(stats["classes"]),
                mean=list(stats["mean"]), std=list(stats["std"]), channels=list(m.channels),
+               convs_per_block=m.convs_per_block,
                hidden=list(m.hidden), dropout=m.dropout, latent_dim=m.latent_dim,
                optimizer=opt.name, lr=LR_BEFORE_TUNING if opt.lr == "auto" else opt.lr,
                weight_decay=opt.weight_decay, momentum=opt.momentum, scheduler=sched.name,
