@@ -161,6 +161,13 @@ def test_default_is_the_exported_onnx_model(built: Path, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     assert classes_of(proc.stdout) == expected(built)
     assert "litpipe predict: onnx model models/export/model.onnx" in proc.stderr
+    # The names are the right ones for the indices (digits' classes are "0" … "9", in the
+    # model's output order), and the probability printed is the named class's.
+    for r in json.loads(proc.stdout):
+        assert list(r["probabilities"]) == [str(i) for i in range(10)], r
+        assert r["class"] == str(r["class_index"]), r
+        assert r["probability"] == r["probabilities"][r["class"]] == max(
+            r["probabilities"].values()), r
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; from litpipe.cli import main; "
          "code = main(['predict', 'img0.png']); "

@@ -418,3 +418,9 @@ def test_a_lightning_logger_gets_every_epoch_metric(work: Path, processed: Path)
     logged = {k for r in rows for k, v in r.items() if v}
     assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"} <= logged, logged
     assert sorted({r["epoch"] for r in rows if r.get("val_loss")}) == ["0", "1"]
+    # Each epoch's values are the ones the history holds: one train_loss per epoch, the
+    # training mean (not validation's, logged under the wrong name).
+    hist = history(s)
+    for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
+        got = [float(r[key]) for r in rows if r.get(key)]
+        assert got == pytest.approx([float(h[key]) for h in hist], rel=1e-5), key
