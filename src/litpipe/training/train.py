@@ -216,8 +216,11 @@ def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun |
         raise
     if trainer.interrupted:
         raise KeyboardInterrupt
-    # Every rank must call save_checkpoint (it synchronises); rank 0 writes.
-    trainer.save_checkpoint(resume.final)
+    # Every rank must call save_checkpoint (it synchronises); rank 0 writes. The full state
+    # (optimizer, loops) is saved, as Lightning's default; saying so keeps Lightning from
+    # printing "`weights_only` was not set, defaulting to `False`", which reads like an
+    # unsafe load (every load of it is weights_only=True).
+    trainer.save_checkpoint(resume.final, weights_only=False)
     if not trainer.is_global_zero:
         return None
     swa = params.callbacks.swa.enabled
