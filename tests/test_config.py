@@ -133,7 +133,7 @@ def test_not_yaml_and_missing(tmp_path: Path) -> None:
 
 def test_flatten_covers_every_leaf() -> None:
     flat = flatten(load_params(ROOT / "params.yaml").model_dump(mode="json"))
-    assert flat["optimizer.lr"] == 0.002
+    assert flat["optimizer.lr"] == 0.004
     assert flat["callbacks.early_stopping.patience"] == 3
     assert "data.mirrors.fashion_mnist" in flat
 

@@ -36,7 +36,7 @@ def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
     text = json.dumps(shown)
     assert "test_acc" in text and "0.003" in text
 
-    for lr in ("0.001", "0.004"):
+    for lr in ("0.001", "0.005"):  # params.yaml has 0.004; `dvc exp run` above 0.003
         run(["dvc", "exp", "run", "--queue", "-S", f"optimizer.lr={lr}"], repo)
     run(["dvc", "queue", "start"], repo)
     status = wait_for_queue(repo)
@@ -47,7 +47,7 @@ def test_exp_run_and_queue_share_one_mlflow_db(repo_copy: Path) -> None:
     runs = db.execute("select run_uuid, status from runs").fetchall()
     assert len(runs) == 4, runs  # repro + exp run + 2 queued; no stray runs
     lrs = sorted(v for (v,) in db.execute("select value from params where key='optimizer.lr'"))
-    assert lrs == ["0.001", "0.002", "0.003", "0.004"]
+    assert lrs == ["0.001", "0.003", "0.004", "0.005"]
     for run_id, status in runs:
         assert status == "FINISHED"
         keys = {k for (k,) in db.execute("select key from metrics where run_uuid=?",

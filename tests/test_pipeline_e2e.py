@@ -76,7 +76,7 @@ def test_pipeline_end_to_end(repo_copy: Path, tmp_path: Path) -> None:
     db = sqlite3.connect(repo / "mlflow.db")
     assert db.execute("select count(*) from runs").fetchone()[0] == 1
     params = dict(db.execute("select key, value from params where run_uuid=?", (run_id,)))
-    assert params["optimizer.lr"] == "0.002" and params["data.dataset"] == "fashion_mnist"
+    assert params["optimizer.lr"] == "0.004" and params["data.dataset"] == "fashion_mnist"
     metric_keys = {k for (k,) in db.execute(
         "select distinct key from metrics where run_uuid=?", (run_id,))}
     assert {"train_loss", "val_loss", "val_acc", "test_acc", "test_macro_f1",

@@ -40,9 +40,9 @@ def _pull_request_repo(dest: Path) -> Path:
     run(["git", "commit", "-qm", "main"], dest)
     run(["git", "checkout", "-q", "-b", "feature"], dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    assert params["optimizer"]["lr"] == 0.002  # the diff below is against this value
+    assert params["optimizer"]["lr"] == 0.004  # the diff below is against this value
     text = (dest / "params.yaml").read_text()
-    (dest / "params.yaml").write_text(re.sub(r"(?m)^  lr: 0\.002 ", "  lr: 0.003 ", text))
+    (dest / "params.yaml").write_text(re.sub(r"(?m)^  lr: 0\.004 ", "  lr: 0.003 ", text))
     metrics = json.loads((dest / "reports/metrics.json").read_text())
     metrics["test_acc"] = round(metrics["test_acc"] - 0.001, 6)
     (dest / "reports/metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -72,7 +72,7 @@ def test_pull_request_report_has_gate_diffs_and_curves(tmp_path: Path) -> None:
     assert re.search(rf"\| reports/metrics.json +\| test_acc +\| {base_acc:g} +\| "
                      rf"{base_acc - 0.001:g} +\| -0\.001 +\|", metrics), metrics[:800]
     params = report.split("### Params: `main` → this branch (dvc params diff)")[1]
-    assert re.search(r"\| params.yaml +\| optimizer.lr +\| 0.002 +\| 0.003 +\|", params)
+    assert re.search(r"\| params.yaml +\| optimizer.lr +\| 0.004 +\| 0.003 +\|", params)
     # 3. The curves: the committed run's picture and numbers, and the CI-sized run's.
     for title, image, history in (
             ("committed run", "curves.png", repo / "reports/train_history.csv"),

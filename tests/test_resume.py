@@ -166,11 +166,12 @@ def test_going_back_to_params_restores_from_the_run_cache(tmp_path: Path) -> Non
     run(["dvc", "repro"], repo)
     first_run = json.loads((repo / "models/run.json").read_text())["run_id"]
     first_metrics = (repo / "reports/metrics.json").read_bytes()
-    edit_params(repo / "params.yaml", {"optimizer.lr": 0.004})
+    base_lr = yaml.safe_load((repo / "params.yaml").read_text())["optimizer"]["lr"]
+    edit_params(repo / "params.yaml", {"optimizer.lr": base_lr * 1.5})
     run(["dvc", "repro"], repo)
     assert len(db_rows(repo, "select run_uuid from runs")) == 2
 
-    edit_params(repo / "params.yaml", {"optimizer.lr": 0.002})
+    edit_params(repo / "params.yaml", {"optimizer.lr": base_lr})
     t0 = time.monotonic()
     back = run(["dvc", "repro"], repo)
     restored_s = time.monotonic() - t0

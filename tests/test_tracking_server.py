@@ -315,7 +315,7 @@ def test_queued_experiments_land_on_the_server(tracking_server: Stack, repro: Pa
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline run"], repo)
-    for lr in ("0.001", "0.004"):
+    for lr in ("0.001", "0.006"):  # params.yaml has 0.004
         dvc("exp", "run", "--queue", "-S", f"optimizer.lr={lr}")
     dvc("queue", "start")
     status = wait_for_queue(repo)  # `queue status` needs no tracking URI
@@ -325,14 +325,14 @@ def test_queued_experiments_land_on_the_server(tracking_server: Stack, repro: Pa
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("litpipe")
     runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.001", "0.002", "0.004"]
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.001", "0.004", "0.006"]
     for r in runs:  # every run complete: curves, test metrics, export parity, artifacts
         assert r.info.status == "FINISHED"
         assert {"train_loss", "val_acc", "test_acc", "onnx_max_abs_diff"} <= set(r.data.metrics)
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")] == [0, 1]
         listed = {f.path for f in client.list_artifacts(r.info.run_id, "evaluate")}
         assert "evaluate/samples.png" in listed, listed
-    queued = [r for r in runs if r.data.params["optimizer.lr"] != "0.002"]
+    queued = [r for r in runs if r.data.params["optimizer.lr"] != "0.004"]
     assert all(r.data.tags.get("dvc.exp_name") for r in queued)
     versions = client.search_model_versions("name='litpipe-classifier'")
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
