@@ -51,8 +51,8 @@ pytestmark = pytest.mark.e2e
 BUCKET = "litpipe-team"
 PREFIX = "dvc-store"  # the remote is s3://litpipe-team/dvc-store
 REMOTE = "team"
-TRAINED_LR = 0.004  # a learning rate one teammate trains and another then asks for
-EXPERIMENT = "lr-0.004"
+TRAINED_LR = 0.005  # one teammate trains it, another asks for it (params.yaml has 0.004)
+EXPERIMENT = "lr-0.005"
 UP_TO_DATE = "Data and pipelines are up to date."
 
 

@@ -224,7 +224,7 @@ def test_swa_changes_the_weights(work: Path, processed: Path) -> None:
 
 
 def test_bf16_precision_changes_the_numbers(work: Path, processed: Path) -> None:
-    fp32 = train(work, processed, "fp32")
+    fp32 = train(work, processed, "fp32", **{"trainer.precision": "32-true"})
     bf16 = train(work, processed, "bf16", **{"trainer.precision": "bf16-mixed"})
     assert history(fp32)[-1]["train_loss"] != history(bf16)[-1]["train_loss"]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -240,7 +241,12 @@ def export_checkpoint(src: Path, dst: Path) -> None:
                 elif name == "best_k_models":
                     state[name] = {Path(k).name: v for k, v in state[name].items()}
     ckpt = _canonical(ckpt)
+    # Serialised in memory first, then written: a full disk then fails as the OSError
+    # (ENOSPC) of a plain write, which the train stage turns into one line. torch.save
+    # straight into the file masks it with a RuntimeError from its zip writer's cleanup.
+    # (A buffer, not a path, also because torch names the archive's inner folder after
+    # the file, and the temporary name is random.)
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
     with atomic_path(dst) as tmp, tmp.open("wb") as fh:
-        # A file object, not a path: torch names the archive's inner folder after the file,
-        # and the temporary name is random.
-        torch.save(ckpt, fh)
+        fh.write(buffer.getbuffer())
