@@ -214,7 +214,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "reports/bench.json")
+    ap.add_argument("--parts", default="loop,startup,inference,memory",
+                    help="comma-separated subset to measure (the others are left out)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     for needed in ("data/processed/stats.json", "models/best.ckpt",
                    "models/export/model.onnx"):
         if not (ROOT / needed).exists():
@@ -225,32 +228,34 @@ def main() -> None:
                                 "cores": os.cpu_count(),
                                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                                 "torch": torch.__version__, "python": platform.python_version()}}
-    print("training loop (MLP 784-256-128-10, batch 64):", flush=True)
-    result["training_loop"] = training_loop(args.rounds, args.epochs)
-    print("start-up ...", flush=True)
-    result["startup"] = startup(args.rounds + 1)
-    print("inference ...", flush=True)
-    result["inference"] = inference(args.rounds)
-    print("peak memory ...", flush=True)
-    result["peak_memory_mib"] = peak_memory()
+    if "startup" in parts:  # `dvc repro` must have nothing to do, or it would train here
+        status = subprocess.run([str(Path(PY).with_name("dvc")), "status"], cwd=ROOT,
+                                capture_output=True, text=True).stdout
+        if "up to date" not in status:
+            sys.exit("bench: `dvc status` is not clean; run `dvc repro` first")
+    if "loop" in parts:
+        print("training loop (MLP 784-256-128-10, batch 64):", flush=True)
+        result["training_loop"] = t = training_loop(args.rounds, args.epochs)
+        print(f"epoch (median): seeds {t['median_epoch_s']['seeds']:.2f} s, litpipe "
+              f"{t['median_epoch_s']['litpipe']:.2f} s, raw {t['median_epoch_s']['raw']:.2f} "
+              f"s; litpipe/raw {t['litpipe_over_raw']:.2f}x, seeds/litpipe "
+              f"{t['seeds_over_litpipe']:.2f}x", flush=True)
+    if "startup" in parts:
+        result["startup"] = s = startup(args.rounds + 1)
+        print(f"dvc repro (nothing to do) {s['dvc_repro_noop_s']:.1f} s vs dvc status "
+              f"{s['dvc_status_s']:.1f} s; imports: " + ", ".join(
+                  f"{k} {v:.1f} s" for k, v in s["import_s"].items()), flush=True)
+    if "inference" in parts:
+        result["inference"] = i = inference(args.rounds)
+        print(f"predict 1,000 images: ONNX {i['predict_1000_onnx_s']:.1f} s, checkpoint "
+              f"{i['predict_1000_checkpoint_s']:.1f} s; batch-1 latency onnxruntime "
+              f"{i['batch1_latency_us']['onnxruntime']:.0f} us, PyTorch "
+              f"{i['batch1_latency_us']['pytorch']:.0f} us", flush=True)
+    if "memory" in parts:
+        result["peak_memory_mib"] = m = peak_memory()
+        print("peak memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in m.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    t = result["training_loop"]
-    print(f"\nepoch (median): seeds {t['median_epoch_s']['seeds']:.2f} s, litpipe "
-          f"{t['median_epoch_s']['litpipe']:.2f} s, raw {t['median_epoch_s']['raw']:.2f} s; "
-          f"litpipe/raw {t['litpipe_over_raw']:.2f}x, seeds/litpipe "
-          f"{t['seeds_over_litpipe']:.2f}x")
-    i = result["inference"]
-    print(f"predict 1,000 images: ONNX {i['predict_1000_onnx_s']:.1f} s, checkpoint "
-          f"{i['predict_1000_checkpoint_s']:.1f} s; batch-1 latency onnxruntime "
-          f"{i['batch1_latency_us']['onnxruntime']:.0f} us, PyTorch "
-          f"{i['batch1_latency_us']['pytorch']:.0f} us")
-    s = result["startup"]
-    print(f"dvc repro (nothing to do) {s['dvc_repro_noop_s']:.1f} s vs dvc status "
-          f"{s['dvc_status_s']:.1f} s; imports: " + ", ".join(
-              f"{k} {v:.1f} s" for k, v in s["import_s"].items()))
-    print("peak memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in
-                                             result["peak_memory_mib"].items()))
     print(f"written to {args.out}")
 
 
