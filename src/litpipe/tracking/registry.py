@@ -186,20 +186,15 @@ def download(version: Version, uri: str, dest: Path) -> Path:
     client = _client(uri)
     # MLflow draws a progress bar on stderr per download; `litpipe predict` keeps stderr for
     # what the user must read (and a failure to one line).
-    saved = os.environ.get(PROGRESS_BAR)
-    os.environ[PROGRESS_BAR] = "false"
     try:
-        source = client.get_model_version_download_uri(version.name, version.version)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dest),
-                                                    tracking_uri=uri)
+        with _env_restored(PROGRESS_BAR):
+            os.environ[PROGRESS_BAR] = "false"
+            source = client.get_model_version_download_uri(version.name, version.version)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source,
+                                                        dst_path=str(dest), tracking_uri=uri)
     except Exception as exc:
         raise TrackingError(f"{version} in {uri}: cannot download its files "
                             f"({_first_line(exc)})") from None
-    finally:
-        if saved is None:
-            os.environ.pop(PROGRESS_BAR, None)
-        else:
-            os.environ[PROGRESS_BAR] = saved
     return Path(local)
 
 
@@ -260,6 +255,20 @@ def _package_copy(dest: Path) -> Path:
 
 
 @contextmanager
+def _env_restored(*names: str) -> Iterator[None]:
+    """Whatever the block does to the environment variables ``names``, put them back."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def _fluent_uris(uri: str) -> Iterator[None]:
     """Point MLflow's process-wide tracking and registry URIs at ``uri`` for the block, then
     put back what was there before.
@@ -273,21 +282,15 @@ def _fluent_uris(uri: str) -> Iterator[None]:
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    env_vars = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved_env = {name: os.environ.get(name) for name in env_vars}
     saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved_tracking)
-        registry_utils._registry_uri = saved_registry  # set_registry_uri(None) keeps the env
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with _env_restored("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved_tracking)
+            registry_utils._registry_uri = saved_registry  # set_registry_uri(None) keeps env
 
 
 def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
