@@ -134,12 +134,53 @@ def repo_copy(tmp_path: Path) -> Path:
     return make_repo_copy(tmp_path / "repo")
 
 
-def wait_for_queue(repo: Path, deadline_s: float = 400) -> str:
-    """Poll `dvc queue status` until no experiment is queued or running; return the status."""
+def _queue_diagnostics(repo: Path) -> str:
+    """What a stuck queue left behind: its status, and the tail of every worker's and
+    experiment's log under .dvc/tmp/exps (where DVC's queue writes them)."""
+    parts = [run(["dvc", "queue", "status"], repo, check=False).stdout]
+    for log in sorted((repo / ".dvc/tmp/exps").rglob("*.out")):
+        text = log.read_text(errors="replace")
+        parts.append(f"--- {log.relative_to(repo)} (last 2000 chars)\n{text[-2000:]}")
+    return "\n".join(parts)
+
+
+def run_queue(repo: Path, jobs: int = 1, env: dict[str, str] | None = None,
+              deadline_s: float = 420) -> str:
+    """`dvc queue start -j jobs`, then wait until nothing is queued or running; return the
+    final `dvc queue status`.
+
+    The workers are daemons that inherit the starting command's stdout, so the command's
+    output goes to a file: capturing it through a pipe would block until the last worker
+    exits. DVC's workers sometimes all exit with experiments still queued (DVC issue 10562);
+    the documented remedy is another `dvc queue start`, done here when no worker is left.
+    Past the deadline the workers are killed and the failure shows their logs, so a hang
+    costs minutes of CI, not the whole budget, and says where it was.
+    """
+    env = env or pipeline_env()
+    log = repo / ".dvc/tmp/queue-start.log"
+
+    def start() -> None:
+        with open(log, "a") as out:
+            subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env,
+                           stdout=out, stderr=subprocess.STDOUT, timeout=120, check=True)
+
+    start()
     end = time.monotonic() + deadline_s
+    restarts = idle_polls = 0
     while time.monotonic() < end:
+        time.sleep(3)
         status = run(["dvc", "queue", "status"], repo).stdout
         if "Queued" not in status and "Running" not in status:
             return status
-        time.sleep(3)
-    raise AssertionError(f"queue did not finish in {deadline_s}s:\n{status}")
+        # Workers take seconds to register: only a queue seen without one for a while
+        # (DVC's idle workers wait 10 s for work before they exit) is restarted.
+        stalled = "Running" not in status and "0 active, 0 idle" in status
+        idle_polls = idle_polls + 1 if stalled else 0
+        if idle_polls >= 5 and restarts < 3:
+            restarts, idle_polls = restarts + 1, 0
+            start()
+    diagnostics = _queue_diagnostics(repo)
+    run(["dvc", "queue", "stop", "--kill"], repo, check=False, timeout=60)
+    raise AssertionError(f"queue did not finish in {deadline_s:g} s:\n{diagnostics}")
+
+

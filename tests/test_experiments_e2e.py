@@ -18,7 +18,7 @@ from tests.conftest import (
     edit_params,
     make_repo_copy,
     run,
-    wait_for_queue,
+    run_queue,
 )
 
 pytestmark = pytest.mark.e2e
@@ -76,8 +76,7 @@ def test_parallel_queue_on_a_fresh_db(tmp_path: Path, round_: int) -> None:
     lrs = ("0.001", "0.002", "0.003", "0.004", "0.005")
     for lr in lrs:
         run(["dvc", "exp", "run", "--queue", "-S", f"optimizer.lr={lr}"], repo)
-    run(["dvc", "queue", "start", "-j", "2"], repo)
-    status = wait_for_queue(repo, deadline_s=900)
+    status = run_queue(repo, jobs=2)
     assert "Failed" not in status, status
     with sqlite3.connect(repo / "mlflow.db") as db:
         runs = db.execute("select status from runs").fetchall()

@@ -40,7 +40,7 @@ from tests.conftest import (
     make_repo_copy,
     pipeline_env,
     run,
-    wait_for_queue,
+    run_queue,
 )
 
 pytestmark = pytest.mark.e2e
@@ -317,8 +317,7 @@ def test_queued_experiments_land_on_the_server(tracking_server: Stack, repro: Pa
     run(["git", "commit", "-qm", "baseline run"], repo)
     for lr in ("0.001", "0.006"):  # params.yaml has 0.004
         dvc("exp", "run", "--queue", "-S", f"optimizer.lr={lr}")
-    dvc("queue", "start")
-    status = wait_for_queue(repo)  # `queue status` needs no tracking URI
+    status = run_queue(repo, env=env)
     assert "Failed" not in status and status.count("Success") == 2, status
     assert not (repo / "mlflow.db").exists()  # nothing went to the embedded default
 
