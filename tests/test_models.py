@@ -88,7 +88,7 @@ def test_configure_optimizers_follows_params(optimizer: str, scheduler: str) -> 
     (True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (False, False, "32-true")])
 def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, amx: bool,
                                         bf16: bool, expected: str) -> None:
-    from litpipe.training.train import resolve_precision
+    from litpipe.training.device import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)

@@ -37,6 +37,7 @@ from litpipe.tracking.run import TrackedRun
 from litpipe.tracking.store import TrackingError, check_store, resolve_tracking_uri
 from litpipe.tracking.tags import run_tags
 from litpipe.training.callbacks import EpochHistory, EpochSeeding, ValidationImageLogger
+from litpipe.training.device import resolve_precision, skip_cuda_probes
 from litpipe.training.resume import ResumeDir, export_checkpoint, fingerprint
 from litpipe.training.tuning import tune
 
@@ -70,23 +71,6 @@ def _profiler(kind: str, workdir: Path) -> Any:
 
     cls = SimpleProfiler if kind == "simple" else AdvancedProfiler
     return cls(dirpath=workdir, filename="profile")
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``trainer.precision``, with ``auto`` made concrete for this machine.
-
-    bf16 autocast pays off only where the hardware computes bf16 natively: a CUDA GPU that
-    supports it, or a CPU with AMX or AVX-512 BF16 (where it roughly halved the default
-    CNN's step time). Elsewhere bf16 is emulated and slower than fp32, so ``auto`` falls back
-    to ``32-true``. The result differs by machine; the run's tags record it.
-    """
-    if precision != "auto":
-        return precision
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    native = [getattr(torch.cpu, name, lambda: False)()
-              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return "bf16-mixed" if any(native) else "32-true"
 
 
 def _logger(kind: str, name: str) -> Any:
@@ -249,6 +233,7 @@ def train(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MO
     uri = resolve_tracking_uri(params.tracking)
     if rank_zero_only.rank == 0:  # only rank 0 talks to MLflow
         check_store(uri)  # before any training: seconds, naming the URI or file
+    skip_cuda_probes()
     L.seed_everything(params.seed, workers=True)
     batch = params.data.batch_size
     channels_last = params.model.channels_last and params.model.name in CONV_NETWORKS
