@@ -84,6 +84,25 @@ def test_configure_optimizers_follows_params(optimizer: str, scheduler: str) -> 
         assert sched.T_max == _FakeTrainer.max_epochs
 
 
+class _ClippingTrainer(_FakeTrainer):
+    gradient_clip_val = 1.0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize(("trainer", "fused"), [(_FakeTrainer, True), (_ClippingTrainer, None)])
+def test_optimizers_are_fused_unless_gradients_are_clipped(optimizer: str, trainer: type,
+                                                           fused: bool | None) -> None:
+    """Fused kernels are faster; Lightning refuses to clip gradients with them under mixed
+    precision, so a clipping run gets PyTorch's per-tensor loop."""
+    params = load_params(ROOT / "params.yaml", overrides={"optimizer.name": optimizer,
+                                                         "scheduler.name": "none"})
+    module = build_module(params, {"shape": [1, 8, 8], "classes": list("abc"),
+                                   "mean": [0.0], "std": [1.0]})
+    module.trainer = trainer()  # type: ignore[assignment]
+    opt = module.configure_optimizers()
+    assert opt.defaults["fused"] is fused
+
+
 @pytest.mark.parametrize(("amx", "bf16", "expected"), [
     (True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (False, False, "32-true")])
 def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, amx: bool,

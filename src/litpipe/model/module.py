@@ -113,13 +113,19 @@ class LitBase(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         params = self.parameters()
+        # PyTorch's fused kernels update all parameters in one pass: 6% of the default CNN's
+        # step on this CPU, more for small models, where the per-tensor loop dominates.
+        # Lightning refuses gradient clipping with a fused optimiser under mixed precision
+        # (it cannot unscale first), so a clipping run keeps the per-tensor loop.
+        clipping = bool(getattr(self._trainer, "gradient_clip_val", None))
+        fused = {} if clipping else {"fused": True}
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=self.lr, momentum=hp.momentum,
-                                  weight_decay=hp.weight_decay)
+                                  weight_decay=hp.weight_decay, **fused)
         elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=hp.weight_decay, **fused)
         else:
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=hp.weight_decay, **fused)
         if hp.scheduler == "none":
             return opt
         if hp.scheduler == "step":

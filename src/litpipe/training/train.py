@@ -37,7 +37,11 @@ from litpipe.tracking.run import TrackedRun
 from litpipe.tracking.store import TrackingError, check_store, resolve_tracking_uri
 from litpipe.tracking.tags import run_tags
 from litpipe.training.callbacks import EpochHistory, EpochSeeding, ValidationImageLogger
-from litpipe.training.device import resolve_precision, skip_cuda_probes
+from litpipe.training.device import (
+    deterministic_without_fill,
+    resolve_precision,
+    skip_cuda_probes,
+)
 from litpipe.training.resume import ResumeDir, export_checkpoint, fingerprint
 from litpipe.training.tuning import tune
 
@@ -94,10 +98,13 @@ def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
     kwargs["precision"] = resolve_precision(cfg.precision, cfg.accelerator)
     if cfg.gradient_clip_val is None:  # Lightning refuses an algorithm without a value
         kwargs["gradient_clip_algorithm"] = None
-    return L.Trainer(**kwargs, profiler=_profiler(cfg.profiler, workdir), deterministic=True,
-                     logger=_logger(cfg.logger, run_name) if run_name else False,
-                     callbacks=callbacks,
-                     enable_model_summary=True, default_root_dir=workdir)
+    trainer = L.Trainer(**kwargs, profiler=_profiler(cfg.profiler, workdir),
+                        deterministic=True,
+                        logger=_logger(cfg.logger, run_name) if run_name else False,
+                        callbacks=callbacks, enable_model_summary=True,
+                        default_root_dir=workdir)
+    deterministic_without_fill()
+    return trainer
 
 
 def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
