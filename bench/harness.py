@@ -4,10 +4,11 @@ What it measures (on Fashion-MNIST; run ``dvc repro`` first, it uses the pipelin
 checkpoint and exported model):
 
 * **The training loop.** The same MLP (784-256-128-10, Adam 1e-3, batch 64) for the same
-  epochs through three paths, in turn, ``--rounds`` times: the tutorials' path
-  (bench/seeds_path.py), litpipe's train stage with logging as shipped, and a hand-written
-  PyTorch loop (bench/raw_loop.py). Each reports its epochs' wall times, validation
-  included; the table shows medians and the ratios.
+  epochs through four paths, in turn, ``--rounds`` times: the tutorials' path
+  (bench/seeds_path.py), litpipe's train stage with logging as shipped, litpipe's module
+  under a bare Lightning Trainer (bench/lightning_loop.py: what the framework alone costs),
+  and a hand-written PyTorch loop (bench/raw_loop.py). Each reports its epochs' wall
+  times, validation included; the table shows medians and the ratios.
 * **Start-up**: importing each stage's code; ``dvc repro`` with nothing to do vs
   ``dvc status``.
 * **Inference**: ``litpipe predict`` on 1,000 images with the ONNX export and with the
@@ -105,6 +106,8 @@ def training_loop(rounds: int, epochs: int) -> dict:
         "seeds": lambda: script_epochs("seeds_path.py", epochs, "--raw",
                                        str(ROOT / "data/raw/fashion_mnist")),
         "litpipe": lambda: litpipe_epochs(epochs),
+        "lightning": lambda: script_epochs("lightning_loop.py", epochs, "--processed",
+                                           str(ROOT / "data/processed")),
         "raw": lambda: script_epochs("raw_loop.py", epochs, "--processed",
                                      str(ROOT / "data/processed")),
     }
@@ -118,6 +121,8 @@ def training_loop(rounds: int, epochs: int) -> dict:
     med = {k: statistics.median(v) for k, v in epochs_s.items()}
     return {"epoch_s": epochs_s, "median_epoch_s": med,
             "litpipe_over_raw": med["litpipe"] / med["raw"],
+            "litpipe_over_lightning": med["litpipe"] / med["lightning"],
+            "lightning_over_raw": med["lightning"] / med["raw"],
             "seeds_over_litpipe": med["seeds"] / med["litpipe"]}
 
 
@@ -236,9 +241,11 @@ def main() -> None:
     if "loop" in parts:
         print("training loop (MLP 784-256-128-10, batch 64):", flush=True)
         result["training_loop"] = t = training_loop(args.rounds, args.epochs)
-        print(f"epoch (median): seeds {t['median_epoch_s']['seeds']:.2f} s, litpipe "
-              f"{t['median_epoch_s']['litpipe']:.2f} s, raw {t['median_epoch_s']['raw']:.2f} "
-              f"s; litpipe/raw {t['litpipe_over_raw']:.2f}x, seeds/litpipe "
+        med = t["median_epoch_s"]
+        print(f"epoch (median): seeds {med['seeds']:.2f} s, litpipe {med['litpipe']:.2f} s, "
+              f"bare Lightning {med['lightning']:.2f} s, raw {med['raw']:.2f} s; litpipe/raw "
+              f"{t['litpipe_over_raw']:.2f}x (Lightning/raw {t['lightning_over_raw']:.2f}x, "
+              f"litpipe/Lightning {t['litpipe_over_lightning']:.2f}x), seeds/litpipe "
               f"{t['seeds_over_litpipe']:.2f}x", flush=True)
     if "startup" in parts:
         result["startup"] = s = startup(args.rounds + 1)
