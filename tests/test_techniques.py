@@ -20,7 +20,6 @@ import yaml
 from PIL import Image
 
 from litpipe.data.processed import load_split
-from litpipe.data.split import split as split_stage
 from litpipe.errors import InputFileError
 from litpipe.evaluate import evaluate as evaluate_stage
 from litpipe.export import export as export_stage
@@ -37,21 +36,6 @@ BASE = {
     "callbacks.val_image_samples": 0, "scheduler.name": "none", "evaluate.samples": 4,
     "export.parity_batch": 8,
 }
-
-
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("digits")
-    (base / "raw/digits").mkdir(parents=True)
-    split_stage(load_params(ROOT / "params.yaml", overrides=BASE), base / "raw",
-                base / "processed")
-    return base / "processed"
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def train(work: Path, processed: Path, name: str = "run", **overrides: object) -> dict:

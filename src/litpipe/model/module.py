@@ -46,6 +46,11 @@ class LitBase(L.LightningModule):
         self.example_input_array = torch.zeros(1, *in_shape)
         self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
         self._tallies: dict[str, list[list[Any]]] = {}  # stage -> losses, sizes, corrects
+        self._trained: list[nn.Parameter] = []  # parameters with gradients, listed once a fit
+        # Optimiser steps an epoch, set by the train stage when it hands the module groups
+        # of batches: Lightning's estimate then counts groups, which a per-step schedule
+        # (OneCycle) must not be sized by.
+        self.steps_per_epoch: int | None = None
 
     @property
     def task(self) -> str:
@@ -78,12 +83,20 @@ class LitBase(L.LightningModule):
         n = sum(sizes)
         weights = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
         # One value for the epoch (the last training batch's hook would default to a step).
-        kw: dict[str, Any] = {"on_step": False, "on_epoch": True, "sync_dist": True}
+        # batch_size: the value is already the epoch's mean; saying so keeps Lightning from
+        # guessing a size from the last batch, which may be a group of batches.
+        kw: dict[str, Any] = {"on_step": False, "on_epoch": True, "sync_dist": True,
+                              "batch_size": n}
         loss = torch.dot(torch.stack(losses).float(), weights) / n
         self.log(f"{stage}_loss", loss, prog_bar=stage == "val", **kw)
         if accuracy and corrects:
             self.log(f"{stage}_acc", torch.stack(corrects).sum().float() / n, prog_bar=True,
                      **kw)
+
+    def on_fit_start(self) -> None:
+        # Listed once: self.parameters() walks every submodule (torchmetrics' too), a cost
+        # paid on every step if the gradient norm asked for it each time.
+        self._trained = [p for p in self.parameters() if p.requires_grad]
 
     def on_train_epoch_start(self) -> None:
         self.grad_norm_max = 0.0
@@ -95,6 +108,56 @@ class LitBase(L.LightningModule):
         if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self._log_epoch("train", self.task == "classification")
 
+    # ------------------------------------------------------------------ training steps
+
+    def _step_loss(self, batch: Any) -> torch.Tensor:
+        """One training batch's loss (and its tally): what every optimiser step minimises."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if self.automatic_optimization:
+            return self._step_loss(batch)
+        self._grouped_steps(batch)
+        return None
+
+    def _grouped_steps(self, group: list[Any]) -> None:
+        """One optimiser step per batch of ``group``: in one Lightning step, the arithmetic
+        and order of ``len(group)`` automatic ones.
+
+        Why (:mod:`litpipe.training.steps`): Lightning's automatic optimisation spends about
+        half a millisecond of Python on each step, as much as a small model's whole step.
+        Each batch here gets what Lightning's automatic loop gives it: forward under the
+        precision plugin's autocast, zero_grad, backward (through Lightning, which scales
+        fp16 losses), the optimiser step (through Lightning, which counts it in
+        ``global_step`` and calls the ``on_before_optimizer_step`` hooks), the gradient norm
+        and the step-interval schedulers; epoch-interval schedulers step after the epoch's
+        last batch, as Lightning steps them. tests/test_grouped_steps.py checks that the
+        weights come out bit-identical.
+        """
+        opt = self.optimizers()
+        assert not isinstance(opt, list)  # litpipe configures one optimiser
+        configs = self.trainer.lr_scheduler_configs
+        for batch in group:
+            loss = self._step_loss(batch)
+            opt.zero_grad()
+            # Inside the precision plugin's autocast, unlike Lightning's automatic backward:
+            # autocast only picks forward ops' dtypes, and backward ops follow the forward's,
+            # so the gradients are the same bits (the bf16 case of the test).
+            self.manual_backward(loss)
+            opt.step()
+            self._track_grad_norm()
+            for config in configs:
+                if config.interval == "step":
+                    config.scheduler.step()
+            # A caching autocast would keep each weight's low-precision copy until the whole
+            # group ends, stale after this step. Lightning's plugin does not cache today
+            # (cache_enabled=False); this keeps grouped steps right if one ever does.
+            torch.clear_autocast_cache()
+        if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            for config in configs:
+                if config.interval == "epoch":
+                    config.scheduler.step()
+
     def on_validation_epoch_start(self) -> None:
         self._tallies.pop("val", None)
 
@@ -103,9 +166,12 @@ class LitBase(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        # Gradients are still in place (zeroed at the next closure) and already clipped,
-        # so this is the norm the optimiser actually used (one fused kernel for all).
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        self._track_grad_norm()
+
+    def _track_grad_norm(self) -> None:
+        """After an optimiser step: gradients are still in place (zeroed at the next step)
+        and already clipped, so this is the norm the optimiser used (one fused kernel)."""
+        grads = [p.grad for p in self._trained if p.grad is not None]
         if grads:
             norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
             self.grad_norm_max = max(self.grad_norm_max, norm)
@@ -136,7 +202,10 @@ class LitBase(L.LightningModule):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt,
                                                                T_max=self.trainer.max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.automatic_optimization or self.steps_per_epoch is None:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+        else:
+            total = self.steps_per_epoch * self.trainer.max_epochs
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -154,8 +223,7 @@ class LitClassifier(LitBase):
         self.test_loss_sum = torchmetrics.SumMetric()
         self.test_count = torchmetrics.SumMetric()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-                      ) -> torch.Tensor:
+    def _step_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
@@ -207,7 +275,7 @@ class LitAutoEncoder(LitBase):
         x_hat = self(x)
         return F.mse_loss(x_hat, x), x_hat
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def _step_loss(self, batch: Any) -> torch.Tensor:
         loss, _ = self._loss(batch)
         self._tally("train", loss, len(batch[0]))
         return loss

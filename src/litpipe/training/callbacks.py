@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from litpipe.data.datamodule import ArrayDataModule, epoch_seed
+from litpipe.data.datamodule import ArrayDataModule, epoch_seed, samples_in
 from litpipe.data.pixels import to_unit_range
 from litpipe.grids import prediction_grid, reconstruction_pairs
 from litpipe.tracking.run import TrackedRun
@@ -86,7 +86,7 @@ class EpochHistory(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._samples += len(batch[0]) * trainer.world_size
+        self._samples += samples_in(batch) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
