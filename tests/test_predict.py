@@ -178,6 +178,28 @@ def test_default_is_the_exported_onnx_model(built: Path, tmp_path: Path) -> None
     assert probe.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_torchscript_export_names_no_path_of_this_checkout(built: Path) -> None:
+    """``models/export/model.ts`` is a DVC output: the same model must be the same bytes in
+    any clone, so the archive may not name where this checkout or its venv lives."""
+    import zipfile
+
+    import torch
+
+    from litpipe.model.checkpoint import load_module
+
+    path = built / "models/export/model.ts"
+    checkout, venv = Path(__file__).resolve().parents[1], Path(torch.__file__).parents[1]
+    with zipfile.ZipFile(path) as archive:  # records read decompressed
+        for name in archive.namelist():
+            data = archive.read(name)
+            for where in (checkout, venv):
+                assert str(where).encode() not in data, (name, where)
+    x = torch.from_numpy(np.load(built / "digits.npy")).float() / 255
+    with torch.no_grad():
+        assert torch.equal(torch.jit.load(str(path))(x),
+                           load_module(built / "models/best.ckpt").net.eval()(x))
+
+
 def test_checkpoint_on_request(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch) -> None:
     """--checkpoint (no PATH) uses models/best.ckpt even though an export exists: the

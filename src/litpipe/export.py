@@ -12,7 +12,9 @@ new version of ``export.registered_model`` and given the alias ``candidate``.
 
 from __future__ import annotations
 
+import io
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,34 @@ def model_json(task: str, in_shape: list[int], output: str, classes: list[str]
             "output": {"name": output, "classes": classes}}
 
 
+def _save_torchscript(module: torch.jit.ScriptModule, path: Path) -> None:
+    """``torch.jit.save``, without the archive's debug records.
+
+    Each ``*.debug_pkl`` record maps the TorchScript code back to the Python source it was
+    traced from, by absolute path (this clone's checkout and virtual environment); the
+    archive's ``serialization_id`` is a checksum over every record. The same model exported
+    in two clones therefore differed in bytes, and ``models/export/model.ts`` is a DVC
+    output. Without them the model loads and runs the same; only a TorchScript error message
+    would lose the Python line it came from. The records are rewritten with PyTorch's own
+    archive writer, which aligns them as ``torch.jit.load`` expects and computes a new
+    ``serialization_id``.
+    """
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    writer = torch._C.PyTorchFileWriter(str(path))
+    with zipfile.ZipFile(buffer) as archive:
+        records = {i.filename.split("/", 1)[1]: i for i in archive.infolist()}  # below the
+        # archive's top-level folder; the writer adds the version and the id itself, and
+        # the version must stay the original's: older ones load with operator upgraders.
+        writer.set_min_version(int(archive.read(records.pop("version"))))
+        for name, info in records.items():
+            if name.endswith(".debug_pkl") or name == ".data/serialization_id":
+                continue
+            data = archive.read(info)
+            writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+
+
 def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
            reports_dir: Path = REPORTS) -> dict[str, Any]:
     """Write ``models/export/{model.onnx,model.ts}`` and ``reports/export.json``; register."""
@@ -81,7 +111,7 @@ def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = M
         with warnings.catch_warnings():  # torch.jit is deprecated upstream but still the
             warnings.simplefilter("ignore", FutureWarning)  # format C++/mobile users load
             scripted = torch.jit.trace(net, batch[:2])
-            scripted.save(str(tmp / "model.ts"))
+            _save_torchscript(scripted, tmp / "model.ts")
             ts_out = torch.jit.load(str(tmp / "model.ts")).eval()(batch).detach().numpy()
 
         session = ort.InferenceSession(str(tmp / "model.onnx"),
