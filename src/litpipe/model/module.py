@@ -83,10 +83,12 @@ class LitBase(L.LightningModule):
         n = sum(sizes)
         weights = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
         # One value for the epoch (the last training batch's hook would default to a step).
-        # batch_size: the value is already the epoch's mean; saying so keeps Lightning from
-        # guessing a size from the last batch, which may be a group of batches.
+        # batch_size=1: Lightning weights an epoch value by its batch size, in float32, and
+        # this value is already the epoch's mean; a weight of 1 keeps it exact, where the
+        # last batch's size (which Lightning would otherwise guess, from a group of batches
+        # ambiguously) could move its last bit.
         kw: dict[str, Any] = {"on_step": False, "on_epoch": True, "sync_dist": True,
-                              "batch_size": n}
+                              "batch_size": 1}
         loss = torch.dot(torch.stack(losses).float(), weights) / n
         self.log(f"{stage}_loss", loss, prog_bar=stage == "val", **kw)
         if accuracy and corrects:
