@@ -19,6 +19,7 @@ from litpipe.data.datamodule import ArrayDataModule, epoch_seed, samples_in
 from litpipe.data.pixels import to_unit_range
 from litpipe.grids import prediction_grid, reconstruction_pairs
 from litpipe.tracking.run import TrackedRun
+from litpipe.training.cores import CoreShare
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                   "grad_norm_max")
@@ -106,7 +107,8 @@ class EpochHistory(Callback):
             print(f"litpipe train: epoch {epoch + 1}/{trainer.max_epochs}: {shown}", flush=True)
         if self.run is not None and epoch > self.logged_upto:
             timing = {"epoch_time_s": elapsed,
-                      "samples_per_s": self._samples / elapsed if elapsed > 0 else 0.0}
+                      "samples_per_s": self._samples / elapsed if elapsed > 0 else 0.0,
+                      "cpu_threads": torch.get_num_threads()}
             self.run.log_metrics({**{k: v for k, v in row.items() if k != "epoch"},
                                   **timing}, step=epoch)
             self.logged_upto = epoch
@@ -119,6 +121,23 @@ class EpochHistory(Callback):
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
         return buf.getvalue()
+
+
+class CoreSharing(Callback):
+    """Keeps this training's thread count at its share of the cores while it fits
+    (:mod:`litpipe.training.cores`): counted again about once a second, at batch starts."""
+
+    def __init__(self, share: CoreShare) -> None:
+        self.share = share
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self.share.apply()
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                  batch: Any, batch_idx: int, dataloader_idx: int = 0
+                                  ) -> None:
+        self.share.apply()
 
 
 class ValidationImageLogger(Callback):

@@ -23,9 +23,24 @@ def resolve_precision(precision: str, accelerator: str) -> str:
         return precision
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    native = [getattr(torch.cpu, name, lambda: False)()
-              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return "bf16-mixed" if any(native) else "32-true"
+    return "bf16-mixed" if cpu_computes_bf16() else "32-true"
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this process's CPU kernels compute bf16 natively.
+
+    The processor's flags are not enough: ``ATEN_CPU_CAPABILITY=avx2`` (and
+    ``ONEDNN_MAX_CPU_ISA=AVX2``) restrict PyTorch's and oneDNN's kernels to AVX2 on a CPU that
+    has more, which is how a machine, a user or a test runs the path that CPUs without native
+    bf16 take. Under such a restriction bf16 is emulated, several times slower than fp32.
+    """
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa not in ("ALL", "DEFAULT") and not isa.startswith(("AVX512", "AVX10")):
+        return False
+    return any(getattr(torch.cpu, name, lambda: False)()
+               for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
 
 
 def skip_cuda_probes() -> bool:

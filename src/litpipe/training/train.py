@@ -36,7 +36,13 @@ from litpipe.repo import MODELS, PROCESSED, REPORTS, find_repo_root
 from litpipe.tracking.run import TrackedRun
 from litpipe.tracking.store import TrackingError, check_store, resolve_tracking_uri
 from litpipe.tracking.tags import run_tags
-from litpipe.training.callbacks import EpochHistory, EpochSeeding, ValidationImageLogger
+from litpipe.training.callbacks import (
+    CoreSharing,
+    EpochHistory,
+    EpochSeeding,
+    ValidationImageLogger,
+)
+from litpipe.training.cores import CoreShare
 from litpipe.training.device import (
     deterministic_without_fill,
     resolve_precision,
@@ -109,7 +115,8 @@ def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
 
 
 def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
-               resume: ResumeDir) -> tuple[ModelCheckpoint, EpochHistory, list[Callback]]:
+               resume: ResumeDir, share: CoreShare
+               ) -> tuple[ModelCheckpoint, EpochHistory, list[Callback]]:
     """ModelCheckpoint and the history (read after fit), and every callback for the Trainer.
 
     ModelCheckpoint writes into the resume directory: ``best.ckpt`` by the monitored metric,
@@ -120,7 +127,8 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
                                  monitor=cb.checkpoint.monitor, mode=cb.checkpoint.mode,
                                  save_top_k=1, save_last=True, save_on_train_epoch_end=True)
     history = EpochHistory(run)
-    callbacks: list[Callback] = [EpochSeeding(params.seed), checkpoint, history]
+    callbacks: list[Callback] = [EpochSeeding(params.seed), checkpoint, history,
+                                 CoreSharing(share)]
     if params.trainer.enable_progress_bar:
         callbacks.append(progress_bar())
     es = cb.early_stopping
@@ -143,7 +151,7 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
 
 
 def _open_run(params: Params, resume: ResumeDir, uri: str, dm: ArrayDataModule,
-              processed_dir: Path) -> TrackedRun:
+              processed_dir: Path, share: CoreShare) -> TrackedRun:
     """The MLflow run of this training: the interrupted one, continued, or a new one."""
     info = resume.run_info()
     if info is not None and info.get("tracking_uri") == uri:
@@ -155,7 +163,9 @@ def _open_run(params: Params, resume: ResumeDir, uri: str, dm: ArrayDataModule,
     # What this machine made of machine-dependent settings: results differ across CPU kinds.
     machine = {"precision": resolve_precision(params.trainer.precision,
                                               params.trainer.accelerator),
-               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "cpu_cores": share.cores, "threads": share.threads,
+               "threads_fixed_by_user": share.fixed_by_user}
     tags = {**run_tags(dm.stats), **{f"litpipe.{k}": v for k, v in machine.items()}}
     run = TrackedRun.start(uri, params.tracking.experiment, run_name(params), tags,
                            outbox=resume.outbox)
@@ -185,9 +195,9 @@ def _tuned(params: Params, module: LitBase, dm: ArrayDataModule, resume: ResumeD
 
 
 def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun | None,
-         resume: ResumeDir) -> dict[str, Any] | None:
+         resume: ResumeDir, share: CoreShare) -> dict[str, Any] | None:
     """Train (or continue training); return the facts the outputs need (rank 0 only)."""
-    checkpoint, history, callbacks = _callbacks(params, dm, run, resume)
+    checkpoint, history, callbacks = _callbacks(params, dm, run, resume, share)
     trainer = build_trainer(params, callbacks, resume.path,
                             run_name=run.run_id if run is not None else "litpipe")
     # Every rank must load the same checkpoint; across machines each has its own resume
@@ -257,16 +267,25 @@ def train(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MO
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     fp = fingerprint(params, uri, processed_dir / "stats.json")
-    if rank_zero_only.rank != 0:
-        _fit(params, dm, module, None, ResumeDir.peek(fp))
-        return {"rank": rank_zero_only.rank}
+    with CoreShare() as share:
+        if rank_zero_only.rank != 0:
+            _fit(params, dm, module, None, ResumeDir.peek(fp), share)
+            return {"rank": rank_zero_only.rank}
+        return _train_rank_zero(params, dm, module, fp, uri, share, processed_dir,
+                                models_dir, reports_dir)
+
+
+def _train_rank_zero(params: Params, dm: ArrayDataModule, module: LitBase, fp: str, uri: str,
+                     share: CoreShare, processed_dir: Path, models_dir: Path,
+                     reports_dir: Path) -> dict[str, Any]:
+    """Rank 0's part of :func:`train`: the MLflow run, training, and the outputs."""
     resume = ResumeDir.open(fp)
     run: TrackedRun | None = None
     try:
-        run = _open_run(params, resume, uri, dm, processed_dir)
+        run = _open_run(params, resume, uri, dm, processed_dir, share)
         facts = resume.finished()
         if facts is None:
-            facts = _fit(params, dm, module, run, resume)
+            facts = _fit(params, dm, module, run, resume, share)
             assert facts is not None
         else:
             print(f"litpipe train: training had finished ({resume.path}); writing outputs")
