@@ -103,13 +103,24 @@ def test_optimizers_are_fused_unless_gradients_are_clipped(optimizer: str, train
     assert opt.defaults["fused"] is fused
 
 
-@pytest.mark.parametrize(("amx", "bf16", "expected"), [
-    (True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (False, False, "32-true")])
-def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, amx: bool,
-                                        bf16: bool, expected: str) -> None:
+@pytest.mark.parametrize(("capability", "isa", "amx", "bf16", "expected"), [
+    ("AVX512", None, True, False, "bf16-mixed"), ("AVX512", None, False, True, "bf16-mixed"),
+    ("AVX512", None, False, False, "32-true"),
+    # Kernels restricted to AVX2 on a CPU that has more (ATEN_CPU_CAPABILITY=avx2): bf16
+    # would be emulated there, so auto takes fp32, as on a CPU without native bf16.
+    ("AVX2", None, True, True, "32-true"), ("AVX512", "AVX2", False, True, "32-true"),
+    ("AVX512", "AVX512_CORE_AMX", True, False, "bf16-mixed")])
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, capability: str,
+                                        isa: str | None, amx: bool, bf16: bool,
+                                        expected: str) -> None:
     from litpipe.training.device import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    if isa is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16, raising=False)
     assert resolve_precision("auto", "cpu") == expected

@@ -71,13 +71,15 @@ class EpochHistory(Callback):
         self.logged_upto = -1
         self._t0 = 0.0
         self._samples = 0
+        self.samples_trained = 0  # all epochs, all ranks: what the training FLOPs count
         self._lr = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
+        return {"rows": self.rows, "samples_trained": self.samples_trained}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
+        self.samples_trained = int(state_dict.get("samples_trained", 0))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -94,6 +96,7 @@ class EpochHistory(Callback):
         if trainer.sanity_checking or any(r["epoch"] == epoch for r in self.rows):
             return  # a restored epoch whose end Lightning replays after a restart
         elapsed = time.perf_counter() - self._t0
+        self.samples_trained += self._samples
         m = trainer.callback_metrics
         row: dict[str, float] = {"epoch": epoch}
         for key in ("train_loss", "train_acc", "val_loss", "val_acc"):

@@ -48,6 +48,7 @@ from litpipe.training.device import (
     resolve_precision,
     skip_cuda_probes,
 )
+from litpipe.training.flops import training_flops_per_sample
 from litpipe.training.resume import ResumeDir, export_checkpoint, fingerprint
 from litpipe.training.steps import batches_per_step
 from litpipe.training.tuning import tune
@@ -240,6 +241,11 @@ def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun |
         if checkpoint.best_model_score is not None else None,
         "epochs_run": len(history.rows),
         "optimizer_steps": int(trainer.global_step),
+        # The recipe's cost whatever the machine (training/flops.py): every trained image's
+        # forward and backward, not the validation passes.
+        "train_flops": history.samples_trained * training_flops_per_sample(
+            module.net, tuple(dm.stats["shape"]),
+            None if module.task == "reconstruction" else len(module.classes)),
         "world_size": int(trainer.world_size),
         "history_csv": history.to_csv(),
         "tuning": tuning,
@@ -322,12 +328,14 @@ def _finish(params: Params, run: TrackedRun, resume: ResumeDir, facts: dict[str,
         "tracking_uri": run.uri,
         **{k: facts[k] for k in ("best_from", "best_score", "epochs_run", "optimizer_steps",
                                  "world_size")},
+        "train_tflop": round(facts["train_flops"] / 1e12, 3),
     }
     tuning = facts["tuning"]
     tuned = {f"tuned.{k}": str(tuning[k]) for k in ("lr", "batch_size") if tuning[f"{k}_tuned"]}
     if tuned:
         run.log_values(tuned)
-    run.log_metrics({"optimizer_steps": facts["optimizer_steps"]})
+    run.log_metrics({"optimizer_steps": facts["optimizer_steps"],
+                     "train_tflop": facts["train_flops"] / 1e12})
     try:
         write_text(reports_dir / "train_history.csv", facts["history_csv"])
         write_json(models_dir / "tuning.json", tuning)
