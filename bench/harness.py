@@ -79,20 +79,62 @@ def _json_line(out: str) -> dict:
 
 # ------------------------------------------------------------------------ training loop
 
-def litpipe_epochs(epochs: int) -> list[float]:
-    """litpipe's train stage on the MLP; epoch times from its MLflow run (epoch_time_s)."""
+def train_stage(edits: dict[str, object], extra_env: dict[str, str] | None = None
+                ) -> tuple[list[float], float]:
+    """litpipe's train stage with ``edits`` to params.yaml: its epoch times (epoch_time_s,
+    validation included) and its training TFLOP, both from its MLflow run."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "data").mkdir()
         (tmp / "data/processed").symlink_to(ROOT / "data/processed")
-        (tmp / "params.yaml").write_text(yaml.safe_dump(
-            _params({**MLP, "trainer.max_epochs": epochs})))
-        subprocess.run([PY, str(ROOT / "stages/train.py")], cwd=tmp, env=_env(tmp),
-                       check=True, capture_output=True)
+        (tmp / "params.yaml").write_text(yaml.safe_dump(_params(edits)))
+        subprocess.run([PY, str(ROOT / "stages/train.py")], cwd=tmp,
+                       env={**_env(tmp), **(extra_env or {})}, check=True,
+                       capture_output=True)
         with sqlite3.connect(tmp / "mlflow.db") as db:
             rows = db.execute("select value from metrics where key='epoch_time_s' "
                               "order by step").fetchall()
-        return [v for (v,) in rows]
+            (tflop,), = db.execute("select value from metrics where key='train_tflop'")
+        return [v for (v,) in rows], tflop
+
+
+def litpipe_epochs(epochs: int) -> list[float]:
+    """litpipe's train stage on the MLP; epoch times from its MLflow run (epoch_time_s)."""
+    return train_stage({**MLP, "trainer.max_epochs": epochs})[0]
+
+
+# What restricts PyTorch's kernels, oneDNN and MKL to AVX2 on a CPU that has more: the path
+# CPUs without AVX-512 take (a newer core is still faster per cycle, so a lower bound).
+PROFILES = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                   "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+
+
+def default_recipe(rounds: int, epochs: int, profiles: list[str]) -> dict:
+    """The default recipe's epoch, FLOPs and GFLOP/s per CPU profile, through the train
+    stage, with grouped steps and with Lightning's own loop (``limit_train_batches`` as a
+    count of all the batches: the same batches, one per Lightning step), in turn."""
+    raw = _params({})
+    train_n = json.loads((ROOT / "data/processed/stats.json").read_text())["counts"]["train"]
+    all_batches = -(-train_n // raw["data"]["batch_size"])
+    loops = {"grouped": {}, "lightning": {"trainer.limit_train_batches": all_batches}}
+    out: dict = {}
+    for profile in profiles:
+        times: dict[str, list[float]] = {k: [] for k in loops}
+        tflop_epoch = 0.0
+        for r in range(rounds):
+            for loop, edits in loops.items():
+                t, tflop = train_stage({"trainer.max_epochs": epochs,
+                                        "callbacks.early_stopping.enabled": False, **edits},
+                                       PROFILES[profile])
+                times[loop] += t
+                tflop_epoch = tflop / len(t)
+                print(f"  {profile} round {r + 1}: {loop:9s} epochs "
+                      f"{', '.join(f'{x:.1f}' for x in t)} s", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out[profile] = {"epoch_s": times, "median_epoch_s": med, "tflop_per_epoch": tflop_epoch,
+                        "gflops": {k: tflop_epoch * 1e3 / v for k, v in med.items()},
+                        "grouped_over_lightning": med["grouped"] / med["lightning"]}
+    return out
 
 
 def script_epochs(script: str, epochs: int, *extra: str) -> list[float]:
@@ -219,8 +261,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "reports/bench.json")
-    ap.add_argument("--parts", default="loop,startup,inference,memory",
+    ap.add_argument("--parts", default="loop,recipe,startup,inference,memory",
                     help="comma-separated subset to measure (the others are left out)")
+    ap.add_argument("--profiles", default="native,avx2",
+                    help="CPU profiles for the recipe part: native, avx2 (kernels restricted "
+                    "to AVX2, as on a CPU without AVX-512)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     for needed in ("data/processed/stats.json", "models/best.ckpt",
@@ -247,6 +292,16 @@ def main() -> None:
               f"{t['litpipe_over_raw']:.2f}x (Lightning/raw {t['lightning_over_raw']:.2f}x, "
               f"litpipe/Lightning {t['litpipe_over_lightning']:.2f}x), seeds/litpipe "
               f"{t['seeds_over_litpipe']:.2f}x", flush=True)
+    if "recipe" in parts:
+        print("default recipe (train stage, grouped steps vs Lightning's loop):", flush=True)
+        result["default_recipe"] = rec = default_recipe(args.rounds, args.epochs,
+                                                        args.profiles.split(","))
+        for profile, r in rec.items():
+            med = r["median_epoch_s"]
+            print(f"{profile}: epoch {med['grouped']:.1f} s grouped, {med['lightning']:.1f} s "
+                  f"Lightning's loop (x{r['grouped_over_lightning']:.3f}); "
+                  f"{r['tflop_per_epoch']:.2f} TFLOP an epoch, "
+                  f"{r['gflops']['grouped']:.0f} GFLOP/s", flush=True)
     if "startup" in parts:
         result["startup"] = s = startup(args.rounds + 1)
         print(f"dvc repro (nothing to do) {s['dvc_repro_noop_s']:.1f} s vs dvc status "

@@ -75,21 +75,38 @@ def train_flops(model: nn.Module, batch: int) -> int:
     return counter.get_total_flops()
 
 
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` moved by (dy, dx) pixels, zero-filled."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1))
+    return p[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cl: bool
-             ) -> tuple[float, float]:
-    """Test accuracy plain and with the mean of the image's and its mirror's probabilities."""
+             ) -> tuple[float, float, float]:
+    """Accuracy plain, with the mean of the image's and its mirror's probabilities, and
+    with six views (those two, each also moved one pixel up-left and down-right)."""
     model.eval()
-    plain = tta = 0
+    plain = tta = tta6 = 0
     with torch.no_grad():
         for i in range(0, len(x), 500):
             xb = x[i:i + 500].float().div(255)
-            if cl:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            p = model(xb).softmax(1)
-            q = (p + model(xb.flip(-1)).softmax(1)) / 2
-            plain += int((p.argmax(1) == y[i:i + 500]).sum())
-            tta += int((q.argmax(1) == y[i:i + 500]).sum())
-    return plain / len(x), tta / len(x)
+            yb = y[i:i + 500]
+
+            def probs(v: torch.Tensor) -> torch.Tensor:
+                if cl:
+                    v = v.contiguous(memory_format=torch.channels_last)
+                return model(v).softmax(1)
+
+            p = probs(xb)
+            q = (p + probs(xb.flip(-1))) / 2
+            r = q * 2
+            for v in (xb, xb.flip(-1)):
+                r = r + probs(shifted(v, -1, -1)) + probs(shifted(v, 1, 1))
+            plain += int((p.argmax(1) == yb).sum())
+            tta += int((q.argmax(1) == yb).sum())
+            tta6 += int((r.argmax(1) == yb).sum())
+    return plain / len(x), tta / len(x), tta6 / len(x)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -144,11 +161,13 @@ def run(args: argparse.Namespace) -> dict:
            "precision": args.precision, "seed": args.seed,
            "train_tflop": flops_step * steps * args.epochs / 1e12,
            "train_s": round(train_s, 1)}
-    res["val_acc"], res["val_acc_flip"] = evaluate(model, vx, vy, cl)
-    res["test_acc"], res["test_acc_flip"] = evaluate(model, tx, ty, cl)
+    res["val_acc"], res["val_acc_flip"], res["val_acc_tta6"] = evaluate(model, vx, vy, cl)
+    res["test_acc"], res["test_acc_flip"], res["test_acc_tta6"] = evaluate(model, tx, ty, cl)
     if ema is not None:
-        res["ema_val_acc"], res["ema_val_acc_flip"] = evaluate(ema.module, vx, vy, cl)
-        res["ema_test_acc"], res["ema_test_acc_flip"] = evaluate(ema.module, tx, ty, cl)
+        (res["ema_val_acc"], res["ema_val_acc_flip"],
+         res["ema_val_acc_tta6"]) = evaluate(ema.module, vx, vy, cl)
+        (res["ema_test_acc"], res["ema_test_acc_flip"],
+         res["ema_test_acc_tta6"]) = evaluate(ema.module, tx, ty, cl)
     res["gflops"] = round(res["train_tflop"] * 1e3 / train_s, 1)
     return res
 

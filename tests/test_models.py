@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_network_shapes(name: str, shape: tuple[int, int, int], classes: int) -> None:
     net = build_network(name, shape, classes, [0.5] * shape[0], [0.25] * shape[0],
                         channels=[8, 16], convs_per_block=1, hidden=[32], dropout=0.25,
-                        latent_dim=4).eval()
+                        latent_dim=4, test_time_flip=False).eval()
     out = net(torch.rand(3, *shape))
     assert out.shape == (3, classes)
 
 
 def test_normalisation_is_inside_the_network() -> None:
     sizes = {"channels": [8], "convs_per_block": 1, "hidden": [16], "dropout": 0.0,
-             "latent_dim": 4}
+             "latent_dim": 4, "test_time_flip": False}
     a = build_network("cnn", (1, 8, 8), 3, [0.0], [1.0], **sizes).eval()
     b = build_network("cnn", (1, 8, 8), 3, [0.5], [1.0], **sizes).eval()
     b.load_state_dict({k: v for k, v in a.state_dict().items() if "mean" not in k},
@@ -40,12 +40,58 @@ def test_normalisation_is_inside_the_network() -> None:
 def test_cnn_stacks_convs_per_block(convs: int) -> None:
     """model.convs_per_block convolutions (each with its BatchNorm) before every pool."""
     net = build_network("cnn", (1, 28, 28), 10, [0.5], [0.25], channels=[8, 16],
-                        convs_per_block=convs, hidden=[32], dropout=0.0, latent_dim=4)
+                        convs_per_block=convs, hidden=[32], dropout=0.0, latent_dim=4,
+                        test_time_flip=False)
     convs_seen = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
     assert [c.out_channels for c in convs_seen] == [8] * convs + [16] * convs
     assert len(pools) == 2
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_test_time_flip_answers_the_mean_of_image_and_mirror() -> None:
+    """model.test_time_flip: outside training the network's softmax is the mean of the
+    image's and its mirror's (what evaluate measures and the exported models compute), so a
+    mirrored image gets the same answer; training sees one view."""
+    torch.manual_seed(0)
+    kw = {"channels": [8], "convs_per_block": 1, "hidden": [16], "dropout": 0.0,
+          "latent_dim": 4}
+    plain = build_network("cnn", (1, 8, 8), 3, [0.5], [0.25], test_time_flip=False, **kw)
+    both = build_network("cnn", (1, 8, 8), 3, [0.5], [0.25], test_time_flip=True, **kw)
+    both.load_state_dict({f"net.{k}": v for k, v in plain.state_dict().items()})
+    x = torch.rand(4, 1, 8, 8)
+    plain.eval(), both.eval()
+    mean = (plain(x).softmax(1) + plain(x.flip(-1)).softmax(1)) / 2
+    assert torch.allclose(both(x).softmax(1), mean, atol=1e-6)
+    assert torch.allclose(both(x), both(x.flip(-1)), atol=1e-5)
+    assert not torch.allclose(plain(x), plain(x.flip(-1)), atol=1e-3)
+    plain.train(), both.train()
+    assert torch.equal(both(x), plain(x))
+
+
+@pytest.mark.parametrize(("dataset", "mirrored"), [("fashion_mnist", True), ("digits", False)])
+def test_test_time_flip_only_where_a_mirror_keeps_the_class(dataset: str, mirrored: bool
+                                                            ) -> None:
+    from litpipe.model.networks import MirrorAveraged
+
+    params = load_params(ROOT / "params.yaml", overrides={"model.test_time_flip": True})
+    module = build_module(params, {"shape": [1, 8, 8], "classes": list("abc"),
+                                   "mean": [0.0], "std": [1.0], "dataset": dataset})
+    assert isinstance(module.net, MirrorAveraged) is mirrored
+
+
+def test_label_smoothing_is_the_training_loss() -> None:
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    params = load_params(ROOT / "params.yaml", overrides={"model.label_smoothing": 0.2})
+    module = build_module(params, {"shape": [1, 8, 8], "classes": list("abc"),
+                                   "mean": [0.0], "std": [1.0]})
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    loss = module._step_loss((x, y))
+    logits = module(x)  # training mode, the same batch: the same logits
+    assert torch.allclose(loss, F.cross_entropy(logits, y, label_smoothing=0.2))
+    assert not torch.allclose(loss, F.cross_entropy(logits, y))
 
 
 class _FakeTrainer:

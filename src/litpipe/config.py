@@ -83,6 +83,13 @@ class ModelConfig(Section):
     latent_dim: int = Field(ge=1, le=4096, description="autoencoder code size")
     channels_last: bool = Field(description="NHWC memory format for the convolutional "
                                 "networks (faster on most CPUs with oneDNN)")
+    label_smoothing: float = Field(ge=0.0, lt=1.0, description="cross-entropy target "
+                                   "smoothing while training (classifiers)")
+    test_time_flip: bool = Field(description="classifiers answer with the mean of the "
+                                 "image's and its mirror's probabilities, wherever they "
+                                 "predict (validation, evaluate, the exported models); only "
+                                 "for datasets whose augmentation mirrors (fashion_mnist, "
+                                 "cifar10), ignored for the others")
 
     @property
     def task(self) -> Task:

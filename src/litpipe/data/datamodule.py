@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from litpipe.data.pixels import to_unit_range
 from litpipe.data.processed import load_split, load_stats
+from litpipe.data.registry import get_spec
 
 
 def epoch_seed(seed: int, epoch: int, stream: str) -> int:
@@ -208,7 +209,7 @@ class ArrayDataModule(L.LightningDataModule):
         trainer = self.trainer
         if self.augment and trainer is not None and trainer.training:
             x = random_shift(x, max_shift=max(1, x.shape[-1] // 14), generator=self._aug_gen)
-            if self.stats["dataset"] in ("fashion_mnist", "cifar10"):
+            if get_spec(self.stats["dataset"]).mirror_symmetric:
                 x = random_hflip(x, generator=self._aug_gen)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

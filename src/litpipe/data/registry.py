@@ -37,6 +37,10 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     files: tuple[RawFile, ...] = field(default=())
+    # Whether an image's mirror shows the same class (a coat, a cat; not a 2 or a 7): the
+    # training then mirrors images at random, and a classifier may answer with the mean of
+    # an image's and its mirror's probabilities (model.test_time_flip).
+    mirror_symmetric: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -48,6 +52,7 @@ _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 FASHION_MNIST = DatasetSpec(
     name="fashion_mnist",
+    mirror_symmetric=True,
     shape=(1, 28, 28),
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
@@ -89,6 +94,7 @@ MNIST = DatasetSpec(
 
 CIFAR10 = DatasetSpec(
     name="cifar10",
+    mirror_symmetric=True,
     shape=(3, 32, 32),
     classes=("airplane", "automobile", "bird", "cat", "deer",
              "dog", "frog", "horse", "ship", "truck"),

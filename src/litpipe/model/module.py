@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from litpipe.config import MODEL_TASKS, Params
+from litpipe.data.registry import get_spec
 from litpipe.model.networks import build_network
 
 # The rate the module holds when optimizer.lr is auto, until Lightning's finder replaces it.
@@ -33,7 +34,8 @@ class LitBase(L.LightningModule):
                  mean: list[float], std: list[float], channels: list[int],
                  convs_per_block: int, hidden: list[int], dropout: float, latent_dim: int,
                  optimizer: str, lr: float, weight_decay: float, momentum: float,
-                 scheduler: str, step_size: int, gamma: float) -> None:
+                 scheduler: str, step_size: int, gamma: float, label_smoothing: float,
+                 test_time_flip: bool) -> None:
         super().__init__()
         # logger=False: the train stage logs the whole params.yaml, flattened, once.
         self.save_hyperparameters(logger=False)
@@ -42,7 +44,7 @@ class LitBase(L.LightningModule):
         self.lr = lr
         self.net: nn.Module = build_network(network, tuple(in_shape), len(classes), mean,
                                             std, channels, convs_per_block, hidden, dropout,
-                                            latent_dim)
+                                            latent_dim, test_time_flip)
         self.example_input_array = torch.zeros(1, *in_shape)
         self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
         self._tallies: dict[str, list[list[Any]]] = {}  # stage -> losses, sizes, corrects
@@ -228,7 +230,7 @@ class LitClassifier(LitBase):
     def _step_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
         self._tally("train", loss, len(y), (logits.detach().argmax(1) == y).sum())
         return loss
 
@@ -313,4 +315,8 @@ def build_module(params: Params, stats: dict[str, Any]) -> LitBase:
                hidden=list(m.hidden), dropout=m.dropout, latent_dim=m.latent_dim,
                optimizer=opt.name, lr=LR_BEFORE_TUNING if opt.lr == "auto" else opt.lr,
                weight_decay=opt.weight_decay, momentum=opt.momentum, scheduler=sched.name,
-               step_size=sched.step_size, gamma=sched.gamma)
+               step_size=sched.step_size, gamma=sched.gamma,
+               label_smoothing=m.label_smoothing,
+               # Only where a mirrored image shows the same class (data/registry.py).
+               test_time_flip=m.test_time_flip and get_spec(stats["dataset"]).mirror_symmetric
+               if "dataset" in stats else False)

@@ -7,6 +7,7 @@ self-contained: a user feeds pixels/255 and needs no preprocessing recipe.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -138,18 +139,46 @@ class AutoEncoder(nn.Module):
         return self.decoder(self.encoder(x)).view(-1, *self.in_shape)
 
 
+class MirrorAveraged(nn.Module):
+    """A classifier that, outside training, answers with the mean of the image's and its
+    mirror's class probabilities (flip test-time augmentation), as log-probabilities.
+
+    Inside the network rather than in the evaluate stage, so that validation, evaluate,
+    the exported ONNX and TorchScript models and every server compute the same thing: the
+    answers users get are the ones the reported metrics measured. Log-probabilities are
+    valid logits (their softmax is the mean), computed with a log-sum-exp so that a class
+    whose probability underflows in both views gives a finite loss.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.net(x)
+        views = torch.stack([torch.log_softmax(self.net(x), dim=1),
+                             torch.log_softmax(self.net(x.flip(-1)), dim=1)])
+        return torch.logsumexp(views, dim=0) - math.log(2.0)
+
+
 def build_network(name: str, in_shape: tuple[int, int, int], classes: int,
                   mean: Sequence[float], std: Sequence[float], channels: Sequence[int],
                   convs_per_block: int, hidden: Sequence[int], dropout: float,
-                  latent_dim: int) -> nn.Module:
-    """Network ``name`` (``model.name``) for images of ``in_shape`` (C, H, W)."""
+                  latent_dim: int, test_time_flip: bool) -> nn.Module:
+    """Network ``name`` (``model.name``) for images of ``in_shape`` (C, H, W); a classifier
+    with ``test_time_flip`` answers for image and mirror together (:class:`MirrorAveraged`).
+    """
+    net: nn.Module
     if name == "cnn":
-        return SmallCNN(in_shape, classes, channels, convs_per_block, hidden, dropout, mean,
-                        std)
-    if name == "mlp":
-        return MLP(in_shape, classes, hidden, dropout, mean, std)
-    if name == "cifar_cnn":
-        return CifarCNN(in_shape, classes, hidden, dropout, mean, std)
-    if name == "autoencoder":
+        net = SmallCNN(in_shape, classes, channels, convs_per_block, hidden, dropout, mean,
+                       std)
+    elif name == "mlp":
+        net = MLP(in_shape, classes, hidden, dropout, mean, std)
+    elif name == "cifar_cnn":
+        net = CifarCNN(in_shape, classes, hidden, dropout, mean, std)
+    elif name == "autoencoder":
         return AutoEncoder(in_shape, hidden, latent_dim)
-    raise ValueError(f"model.name: unknown network {name!r}")  # config admits no other
+    else:
+        raise ValueError(f"model.name: unknown network {name!r}")  # config admits no other
+    return MirrorAveraged(net) if test_time_flip else net
