@@ -98,9 +98,9 @@ def train_stage(edits: dict[str, object], extra_env: dict[str, str] | None = Non
         return [v for (v,) in rows], tflop
 
 
-def litpipe_epochs(epochs: int) -> list[float]:
+def litpipe_epochs(epochs: int, env: dict[str, str]) -> list[float]:
     """litpipe's train stage on the MLP; epoch times from its MLflow run (epoch_time_s)."""
-    return train_stage({**MLP, "trainer.max_epochs": epochs})[0]
+    return train_stage({**MLP, "trainer.max_epochs": epochs}, env)[0]
 
 
 # What restricts PyTorch's kernels, oneDNN and MKL to AVX2 on a CPU that has more: the path
@@ -137,20 +137,21 @@ def default_recipe(rounds: int, epochs: int, profiles: list[str]) -> dict:
     return out
 
 
-def script_epochs(script: str, epochs: int, *extra: str) -> list[float]:
+def script_epochs(script: str, epochs: int, env: dict[str, str], *extra: str) -> list[float]:
     out = subprocess.run([PY, str(ROOT / "bench" / script), "--epochs", str(epochs), *extra],
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+                         cwd=ROOT, check=True, capture_output=True, text=True,
+                         env={**os.environ, **env}).stdout
     return _json_line(out)["epoch_s"]
 
 
-def training_loop(rounds: int, epochs: int) -> dict:
+def training_loop(rounds: int, epochs: int, env: dict[str, str]) -> dict:
     paths = {
-        "seeds": lambda: script_epochs("seeds_path.py", epochs, "--raw",
+        "seeds": lambda: script_epochs("seeds_path.py", epochs, env, "--raw",
                                        str(ROOT / "data/raw/fashion_mnist")),
-        "litpipe": lambda: litpipe_epochs(epochs),
-        "lightning": lambda: script_epochs("lightning_loop.py", epochs, "--processed",
+        "litpipe": lambda: litpipe_epochs(epochs, env),
+        "lightning": lambda: script_epochs("lightning_loop.py", epochs, env, "--processed",
                                            str(ROOT / "data/processed")),
-        "raw": lambda: script_epochs("raw_loop.py", epochs, "--processed",
+        "raw": lambda: script_epochs("raw_loop.py", epochs, env, "--processed",
                                      str(ROOT / "data/processed")),
     }
     epochs_s: dict[str, list[float]] = {k: [] for k in paths}
@@ -264,8 +265,8 @@ def main() -> None:
     ap.add_argument("--parts", default="loop,recipe,startup,inference,memory",
                     help="comma-separated subset to measure (the others are left out)")
     ap.add_argument("--profiles", default="native,avx2",
-                    help="CPU profiles for the recipe part: native, avx2 (kernels restricted "
-                    "to AVX2, as on a CPU without AVX-512)")
+                    help="CPU profiles for the loop and recipe parts: native, avx2 (kernels "
+                    "restricted to AVX2, as on a CPU without AVX-512)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     for needed in ("data/processed/stats.json", "models/best.ckpt",
@@ -284,14 +285,18 @@ def main() -> None:
         if "up to date" not in status:
             sys.exit("bench: `dvc status` is not clean; run `dvc repro` first")
     if "loop" in parts:
-        print("training loop (MLP 784-256-128-10, batch 64):", flush=True)
-        result["training_loop"] = t = training_loop(args.rounds, args.epochs)
-        med = t["median_epoch_s"]
-        print(f"epoch (median): seeds {med['seeds']:.2f} s, litpipe {med['litpipe']:.2f} s, "
-              f"bare Lightning {med['lightning']:.2f} s, raw {med['raw']:.2f} s; litpipe/raw "
-              f"{t['litpipe_over_raw']:.2f}x (Lightning/raw {t['lightning_over_raw']:.2f}x, "
-              f"litpipe/Lightning {t['litpipe_over_lightning']:.2f}x), seeds/litpipe "
-              f"{t['seeds_over_litpipe']:.2f}x", flush=True)
+        result["training_loop"] = {}
+        for profile in args.profiles.split(","):
+            print(f"training loop (MLP 784-256-128-10, batch 64), {profile}:", flush=True)
+            result["training_loop"][profile] = t = training_loop(args.rounds, args.epochs,
+                                                                 PROFILES[profile])
+            med = t["median_epoch_s"]
+            print(f"{profile} epoch (median): seeds {med['seeds']:.2f} s, litpipe "
+                  f"{med['litpipe']:.2f} s, bare Lightning {med['lightning']:.2f} s, raw "
+                  f"{med['raw']:.2f} s; litpipe/raw {t['litpipe_over_raw']:.2f}x "
+                  f"(Lightning/raw {t['lightning_over_raw']:.2f}x, litpipe/Lightning "
+                  f"{t['litpipe_over_lightning']:.2f}x), seeds/litpipe "
+                  f"{t['seeds_over_litpipe']:.2f}x", flush=True)
     if "recipe" in parts:
         print("default recipe (train stage, grouped steps vs Lightning's loop):", flush=True)
         result["default_recipe"] = rec = default_recipe(args.rounds, args.epochs,

@@ -129,7 +129,12 @@ def run(args: argparse.Namespace) -> dict:
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
         use_buffers=True) if args.ema else None
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd, fused=True)
+    if args.opt == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
+                              weight_decay=args.wd, fused=True)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd,
+                                fused=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr,
                                                 total_steps=steps * args.epochs,
                                                 pct_start=args.pct_start)
@@ -157,6 +162,7 @@ def run(args: argparse.Namespace) -> dict:
                 ema.update_parameters(model)
     train_s = time.perf_counter() - t0
     res = {"net": args.net, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+           "opt": args.opt,
            "wd": args.wd, "ls": args.ls, "ema": args.ema, "pct_start": args.pct_start,
            "precision": args.precision, "seed": args.seed,
            "train_tflop": flops_step * steps * args.epochs / 1e12,
@@ -190,6 +196,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.004)
+    ap.add_argument("--opt", choices=("adamw", "sgd"), default="adamw")
     ap.add_argument("--wd", type=float, default=1e-4)
     ap.add_argument("--ls", type=float, default=0.0)
     ap.add_argument("--ema", type=float, default=0.0)

@@ -5,6 +5,8 @@ from litpipe.stage import stage
 if __name__ == "__main__":
     with stage("evaluate") as run:
         # Imported once params.yaml is valid: torch and lightning take seconds to import.
+        from litpipe.cores import CoreShare
         from litpipe.evaluate import evaluate
 
-        run.summary = evaluate(run.params)
+        with CoreShare():  # its share of the cores beside other trainings and stages
+            run.summary = evaluate(run.params)

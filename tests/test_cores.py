@@ -1,4 +1,4 @@
-"""litpipe.training.cores: trainings running at once share the CPU cores, never more
+"""litpipe.cores: trainings running at once share the CPU cores, never more
 threads than cores, and a killed training's registration does not hold its share."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from litpipe.training import cores
-from litpipe.training.cores import CoreShare
+from litpipe import cores
+from litpipe.cores import CoreShare
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def test_apply_counts_at_most_once_a_second_unless_forced(tmp_path: Path) -> Non
 
 
 def test_a_killed_trainings_registration_is_stale(tmp_path: Path) -> None:
-    code = ("import sys, time; from pathlib import Path; from litpipe.training.cores import "
+    code = ("import sys, time; from pathlib import Path; from litpipe.cores import "
             "CoreShare; s = CoreShare(Path(sys.argv[1])).__enter__(); print('ready', "
             "flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],

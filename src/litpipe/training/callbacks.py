@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from litpipe.cores import CoreShare
 from litpipe.data.datamodule import ArrayDataModule, epoch_seed, samples_in
 from litpipe.data.pixels import to_unit_range
 from litpipe.grids import prediction_grid, reconstruction_pairs
 from litpipe.tracking.run import TrackedRun
-from litpipe.training.cores import CoreShare
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                   "grad_norm_max")
@@ -128,7 +128,7 @@ class EpochHistory(Callback):
 
 class CoreSharing(Callback):
     """Keeps this training's thread count at its share of the cores while it fits
-    (:mod:`litpipe.training.cores`): counted again about once a second, at batch starts."""
+    (:mod:`litpipe.cores`): counted again about once a second, at batch starts."""
 
     def __init__(self, share: CoreShare) -> None:
         self.share = share

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from litpipe.atomic import write_json, write_text
 from litpipe.config import Params
+from litpipe.cores import CoreShare
 from litpipe.data.datamodule import ArrayDataModule
 from litpipe.errors import LitpipeError
 from litpipe.model.module import LitBase, build_module
@@ -42,7 +43,6 @@ from litpipe.training.callbacks import (
     EpochSeeding,
     ValidationImageLogger,
 )
-from litpipe.training.cores import CoreShare
 from litpipe.training.device import (
     deterministic_without_fill,
     resolve_precision,
