@@ -11,7 +11,8 @@ Appends one JSON line per recipe to ``--out``; ``--table`` prints the frontier a
     python bench/recipes.py --table r.jsonl
 
 The network spec: comma-separated layers, then ``|`` and the head. ``cN`` is a 3×3
-Conv–BatchNorm–ReLU of N channels, ``cNs2`` the same with stride 2, ``p`` a 2×2 max-pool;
+Conv–BatchNorm–ReLU of N channels, ``cNs2`` the same with stride 2, ``dN`` a depthwise 3×3
+then a pointwise 1×1 to N channels (each with BatchNorm–ReLU), ``p`` a 2×2 max-pool;
 the head is ``gap`` (global average pool, then the classes) or ``hN`` (flatten, a hidden
 layer of N, then the classes).
 """
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from litpipe.data.datamodule import epoch_seed, random_hflip, random_shift
+from litpipe.training.flops import counter
 
 
 def build(spec: str, mean: float, std: float, classes: int = 10) -> nn.Module:
@@ -44,8 +45,14 @@ def build(spec: str, mean: float, std: float, classes: int = 10) -> nn.Module:
             continue
         stride = 2 if tok.endswith("s2") else 1
         out = int(tok[1:].removesuffix("s2"))
-        layers += [nn.Conv2d(c, out, 3, stride=stride, padding=1, bias=False),
-                   nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        if tok[0] == "d":  # depthwise 3×3, then pointwise 1×1 to ``out`` channels
+            layers += [nn.Conv2d(c, c, 3, stride=stride, padding=1, groups=c, bias=False),
+                       nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.Conv2d(c, out, 1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True)]
+        else:
+            layers += [nn.Conv2d(c, out, 3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
         c = out
         size = -(-size // stride)
     if head == "gap":
@@ -69,10 +76,10 @@ def build(spec: str, mean: float, std: float, classes: int = 10) -> nn.Module:
 def train_flops(model: nn.Module, batch: int) -> int:
     """FLOPs of one training step (forward and backward) on ``batch`` images."""
     x = torch.rand(batch, 1, 28, 28)
-    with FlopCounterMode(display=False) as counter:
+    with counter() as count:
         F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long)).backward()
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
+    return count.get_total_flops()
 
 
 def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -148,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
             epoch_seed(args.seed, epoch, "shuffle")))
         for idx in order.split(args.batch):
             xb = x[idx].float().div(255)
-            xb = random_shift(xb, 2, generator=gen)
+            xb = random_shift(xb, args.shift, generator=gen)
             xb = random_hflip(xb, generator=gen)
             if cl:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -162,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
                 ema.update_parameters(model)
     train_s = time.perf_counter() - t0
     res = {"net": args.net, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
-           "opt": args.opt,
+           "opt": args.opt, "shift": args.shift,
            "wd": args.wd, "ls": args.ls, "ema": args.ema, "pct_start": args.pct_start,
            "precision": args.precision, "seed": args.seed,
            "train_tflop": flops_step * steps * args.epochs / 1e12,
@@ -197,6 +204,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.004)
     ap.add_argument("--opt", choices=("adamw", "sgd"), default="adamw")
+    ap.add_argument("--shift", type=int, default=2, help="largest random shift, pixels")
     ap.add_argument("--wd", type=float, default=1e-4)
     ap.add_argument("--ls", type=float, default=0.0)
     ap.add_argument("--ema", type=float, default=0.0)
