@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from litpipe.cores import CoreShare, cpu_cores
 from litpipe.data.split import split as split_stage
 from litpipe.evaluate import evaluate as evaluate_stage
 from litpipe.export import export as export_stage
 from litpipe.model.checkpoint import load_module
 from litpipe.params import load_params
+from litpipe.training.flops import training_flops_per_sample
 from litpipe.training.train import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +90,16 @@ def test_train_evaluate_export_on_digits(workdir: Path) -> None:
     [version] = client.search_model_versions("name='litpipe-classifier'")
     assert version.run_id == run.info.run_id
 
+    # The recipe's cost, counted in FLOPs: every trained image's forward and backward.
+    stats = json.loads((workdir / "data/processed/stats.json").read_text())
+    per_image = training_flops_per_sample(module.net, tuple(stats["shape"]), 10)
+    expected = per_image * stats["counts"]["train"] * 2 / 1e12
+    assert out["train"]["train_tflop"] == round(expected, 3)
+    assert run.data.metrics["train_tflop"] == pytest.approx(expected, rel=1e-9)
+    # What this machine made of its cores: recorded with the run.
+    assert run.data.tags["litpipe.cpu_cores"] == str(cpu_cores())
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "cpu_threads")] == [0, 1]
+
     # Same params, fresh outputs: the metrics file is byte-identical.
     first = (workdir / "reports/metrics.json").read_bytes()
     again = workdir / "again"
@@ -110,3 +122,21 @@ def test_export_refuses_drift(workdir: Path) -> None:
         export_stage(strict, processed, models, reports)
     assert not (models / "export").exists()
     assert not (reports / "export.json").exists()
+
+
+def test_a_training_beside_another_takes_half_the_cores(workdir: Path) -> None:
+    """Two trainings at once (a queue with -j 2) never run more threads than cores: this one
+    starts beside another registered training and trains with its share, recorded in the
+    run; the thread count it had before comes back afterwards."""
+    from mlflow.tracking import MlflowClient
+
+    params = digits_params(workdir, **{"trainer.max_epochs": 1})
+    split_stage(params, workdir / "data/raw", workdir / "data/processed")
+    before = torch.get_num_threads()
+    with CoreShare():  # the other training
+        summary = train_stage(params, workdir / "data/processed", workdir / "models",
+                              workdir / "reports")
+    assert torch.get_num_threads() == before
+    run = MlflowClient(tracking_uri=params.tracking.uri).get_run(summary["run_id"])
+    assert run.data.tags["litpipe.threads"] == str(max(1, cpu_cores() // 2))
+    assert run.data.metrics["cpu_threads"] == max(1, cpu_cores() // 2)
