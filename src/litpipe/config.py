@@ -67,7 +67,10 @@ class DataConfig(Section):
     batch_size: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
         description="a number, or auto: Lightning's batch-size finder")
     num_workers: int = Field(ge=0, le=64, description="DataLoader worker processes")
-    augment: bool = Field(description="random shifts (+ flips for fashion_mnist, cifar10)")
+    augment: bool = Field(description="random flips (fashion_mnist, cifar10) and shifts "
+                          "(data.max_shift) of the training images")
+    max_shift: int = Field(ge=0, le=8, description="largest random shift, in pixels, when "
+                           "data.augment is on (0: no shifts)")
 
 
 class ModelConfig(Section):

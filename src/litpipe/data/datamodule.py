@@ -139,7 +139,8 @@ class ArrayDataModule(L.LightningDataModule):
     """Serves ``data/processed/{train,val,test}_{x,y}.npy`` as (float image, label) batches."""
 
     def __init__(self, processed_dir: str | Path, batch_size: int = 128, num_workers: int = 0,
-                 seed: int = 42, augment: bool = False, eval_batch_size: int | None = None,
+                 seed: int = 42, augment: bool = False, max_shift: int = 0,
+                 eval_batch_size: int | None = None,
                  channels_last: bool = False, batches_per_step: int = 1) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
@@ -148,6 +149,7 @@ class ArrayDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.augment = augment
+        self.max_shift = max_shift  # pixels; 0: flips only
         self.channels_last = channels_last
         self.batches_per_step = batches_per_step  # training batches per loader item (group)
         self.stats = load_stats(self.processed_dir)
@@ -208,7 +210,7 @@ class ArrayDataModule(L.LightningDataModule):
         x = to_unit_range(x)
         trainer = self.trainer
         if self.augment and trainer is not None and trainer.training:
-            x = random_shift(x, max_shift=max(1, x.shape[-1] // 14), generator=self._aug_gen)
+            x = random_shift(x, max_shift=self.max_shift, generator=self._aug_gen)
             if get_spec(self.stats["dataset"]).mirror_symmetric:
                 x = random_hflip(x, generator=self._aug_gen)
         if self.channels_last:

@@ -266,7 +266,8 @@ def train(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MO
     batch = params.data.batch_size
     channels_last = params.model.channels_last and params.model.name in CONV_NETWORKS
     dm = ArrayDataModule(processed_dir, seed=params.seed, num_workers=params.data.num_workers,
-                         augment=params.data.augment, channels_last=channels_last,
+                         augment=params.data.augment, max_shift=params.data.max_shift,
+                         channels_last=channels_last,
                          batch_size=BATCH_SIZE_BEFORE_TUNING if batch == "auto" else batch,
                          eval_batch_size=VAL_BATCH_SIZE)
     module = build_module(params, dm.stats)
