@@ -269,8 +269,10 @@ def main() -> None:
                     "restricted to AVX2, as on a CPU without AVX-512)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    for needed in ("data/processed/stats.json", "models/best.ckpt",
-                   "models/export/model.onnx"):
+    needs = ["data/processed/stats.json"]
+    if parts & {"startup", "inference", "memory"}:
+        needs += ["models/best.ckpt", "models/export/model.onnx"]
+    for needed in needs:
         if not (ROOT / needed).exists():
             sys.exit(f"bench: {needed} is missing; run `dvc repro` first")
     import torch
