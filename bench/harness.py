@@ -46,6 +46,8 @@ STAGE_MODULES = {"download": "litpipe.data.download", "split": "litpipe.data.spl
 MLP = {"model.name": "mlp", "model.hidden": [256, 128], "model.dropout": 0.0,
        "optimizer.name": "adam", "optimizer.lr": 0.001, "optimizer.weight_decay": 0.0,
        "scheduler.name": "none", "data.batch_size": 64,
+       # The raw loop has neither: plain cross-entropy, one view when validating.
+       "model.label_smoothing": 0.0, "model.test_time_flip": False,
        "callbacks.early_stopping.enabled": False,
        # The raw loop computes in fp32: so does litpipe here, whatever the default recipe's
        # precision, so the ratio measures the framework's overhead and nothing else.

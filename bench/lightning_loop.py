@@ -52,7 +52,8 @@ def main() -> None:
                            mean=s["mean"], std=s["std"], channels=[32], convs_per_block=1,
                            hidden=[int(h) for h in args.hidden.split(",")], dropout=0.0,
                            latent_dim=16, optimizer="adam", lr=1e-3, weight_decay=0.0,
-                           momentum=0.9, scheduler="none", step_size=1, gamma=0.1)
+                           momentum=0.9, scheduler="none", step_size=1, gamma=0.1,
+                           label_smoothing=0.0, test_time_flip=False)
     timer = EpochTimer()
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1,
                         precision="32-true", deterministic=True, logger=False,
