@@ -9,6 +9,12 @@ checkpoint and exported model):
   under a bare Lightning Trainer (bench/lightning_loop.py: what the framework alone costs),
   and a hand-written PyTorch loop (bench/raw_loop.py). Each reports its epochs' wall
   times, validation included; the table shows medians and the ratios.
+* **The default recipe** (``--parts recipe``): its epoch through the train stage, its
+  training FLOPs (from the run's ``train_tflop``) and GFLOP/s, with grouped steps and with
+  Lightning's own loop on the same batches, in turn.
+* **CPU profiles** (``--profiles native,avx2``): the loop and recipe parts run once as the
+  CPU is and once with PyTorch, oneDNN and MKL restricted to AVX2 (the path CPUs without
+  AVX-512 take).
 * **Start-up**: importing each stage's code; ``dvc repro`` with nothing to do vs
   ``dvc status``.
 * **Inference**: ``litpipe predict`` on 1,000 images with the ONNX export and with the
