@@ -166,8 +166,8 @@ def _open_run(params: Params, resume: ResumeDir, uri: str, dm: ArrayDataModule,
                                               params.trainer.accelerator),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "cpu_cores": share.cores, "threads": share.threads,
-               "threads_fixed_by_user": share.fixed_by_user}
-    tags = {**run_tags(dm.stats), **{f"litpipe.{k}": v for k, v in machine.items()}}
+               "threads_fixed_by_user": str(share.fixed_by_user).lower()}
+    tags = {**run_tags(dm.stats), **{f"litpipe.{k}": str(v) for k, v in machine.items()}}
     run = TrackedRun.start(uri, params.tracking.experiment, run_name(params), tags,
                            outbox=resume.outbox)
     resume.save_run_info(uri, run.run_id)
