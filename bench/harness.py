@@ -10,8 +10,7 @@ checkpoint and exported model):
   and a hand-written PyTorch loop (bench/raw_loop.py). Each reports its epochs' wall
   times, validation included; the table shows medians and the ratios.
 * **The default recipe** (``--parts recipe``): its epoch through the train stage, its
-  training FLOPs (from the run's ``train_tflop``) and GFLOP/s, with grouped steps and with
-  Lightning's own loop on the same batches, in turn.
+  training FLOPs (from the run's ``train_tflop``) and GFLOP/s.
 * **CPU profiles** (``--profiles native,avx2``): the loop and recipe parts run once as the
   CPU is and once with PyTorch, oneDNN and MKL restricted to AVX2 (the path CPUs without
   AVX-512 take).
@@ -119,29 +118,23 @@ PROFILES = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CP
 
 def default_recipe(rounds: int, epochs: int, profiles: list[str]) -> dict:
     """The default recipe's epoch, FLOPs and GFLOP/s per CPU profile, through the train
-    stage, with grouped steps and with Lightning's own loop (``limit_train_batches`` as a
-    count of all the batches: the same batches, one per Lightning step), in turn."""
-    raw = _params({})
-    train_n = json.loads((ROOT / "data/processed/stats.json").read_text())["counts"]["train"]
-    all_batches = -(-train_n // raw["data"]["batch_size"])
-    loops = {"grouped": {}, "lightning": {"trainer.limit_train_batches": all_batches}}
+    stage (the profiles in turn, ``rounds`` times)."""
+    times: dict[str, list[float]] = {p: [] for p in profiles}
+    tflop_epoch = 0.0
+    for r in range(rounds):
+        for profile in profiles:
+            t, tflop = train_stage({"trainer.max_epochs": epochs,
+                                    "callbacks.early_stopping.enabled": False},
+                                   PROFILES[profile])
+            times[profile] += t
+            tflop_epoch = tflop / len(t)
+            print(f"  round {r + 1}: {profile:6s} epochs {', '.join(f'{x:.1f}' for x in t)} s",
+                  flush=True)
     out: dict = {}
-    for profile in profiles:
-        times: dict[str, list[float]] = {k: [] for k in loops}
-        tflop_epoch = 0.0
-        for r in range(rounds):
-            for loop, edits in loops.items():
-                t, tflop = train_stage({"trainer.max_epochs": epochs,
-                                        "callbacks.early_stopping.enabled": False, **edits},
-                                       PROFILES[profile])
-                times[loop] += t
-                tflop_epoch = tflop / len(t)
-                print(f"  {profile} round {r + 1}: {loop:9s} epochs "
-                      f"{', '.join(f'{x:.1f}' for x in t)} s", flush=True)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        out[profile] = {"epoch_s": times, "median_epoch_s": med, "tflop_per_epoch": tflop_epoch,
-                        "gflops": {k: tflop_epoch * 1e3 / v for k, v in med.items()},
-                        "grouped_over_lightning": med["grouped"] / med["lightning"]}
+    for profile, t in times.items():
+        med = statistics.median(t)
+        out[profile] = {"epoch_s": t, "median_epoch_s": med, "tflop_per_epoch": tflop_epoch,
+                        "gflops": tflop_epoch * 1e3 / med}
     return out
 
 
@@ -308,15 +301,13 @@ def main() -> None:
                   f"{t['litpipe_over_lightning']:.2f}x), seeds/litpipe "
                   f"{t['seeds_over_litpipe']:.2f}x", flush=True)
     if "recipe" in parts:
-        print("default recipe (train stage, grouped steps vs Lightning's loop):", flush=True)
+        print("default recipe (train stage):", flush=True)
         result["default_recipe"] = rec = default_recipe(args.rounds, args.epochs,
                                                         args.profiles.split(","))
         for profile, r in rec.items():
-            med = r["median_epoch_s"]
-            print(f"{profile}: epoch {med['grouped']:.1f} s grouped, {med['lightning']:.1f} s "
-                  f"Lightning's loop (x{r['grouped_over_lightning']:.3f}); "
-                  f"{r['tflop_per_epoch']:.2f} TFLOP an epoch, "
-                  f"{r['gflops']['grouped']:.0f} GFLOP/s", flush=True)
+            print(f"{profile}: epoch {r['median_epoch_s']:.1f} s (median), "
+                  f"{r['tflop_per_epoch']:.2f} TFLOP an epoch, {r['gflops']:.0f} GFLOP/s",
+                  flush=True)
     if "startup" in parts:
         result["startup"] = s = startup(args.rounds + 1)
         print(f"dvc repro (nothing to do) {s['dvc_repro_noop_s']:.1f} s vs dvc status "

@@ -74,3 +74,16 @@ def test_omp_num_threads_set_by_the_user_wins(tmp_path: Path,
         assert share.fixed_by_user
         assert share.apply(force=True) == before == torch.get_num_threads()
     assert not list(tmp_path.glob("*"))  # never registered
+
+
+def test_an_unwritable_registry_warns_in_one_line_and_keeps_all_cores(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")  # mkdir under a file fails as root too (a read-only dir would not)
+    before = torch.get_num_threads()
+    with CoreShare(blocker / "trainings") as share:
+        assert share.apply(force=True) == before
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot register in" in err[0] and "all cores" in err[0]

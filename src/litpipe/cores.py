@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -63,18 +64,34 @@ class CoreShare:
         self._checked = 0.0
 
     def __enter__(self) -> CoreShare:
-        if not self.fixed_by_user:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            # Locked under a name the counters ignore, then renamed: a file that others can
-            # see is always locked, so none of them takes it for a dead training's.
-            name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            tmp = self.directory / f".{name}"
-            self._file = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
-            fcntl.flock(self._file, fcntl.LOCK_EX)
-            self._path = self.directory / f"{name}.training"
-            os.replace(tmp, self._path)
-            self.apply(force=True)
+        if self.fixed_by_user:
+            return self
+        try:
+            self._register()
+        except OSError as e:
+            # Sharing is an optimisation: a training must not fail because $TMPDIR is
+            # read-only or full. It keeps every core, and says why in one line.
+            if self._file is not None:
+                os.close(self._file)
+                self._file = None
+            print(f"litpipe: cannot register in {self.directory} ({e.strerror or e}); this "
+                  "training uses all cores, unshared (set TMPDIR to a writable directory)",
+                  file=sys.stderr)
+            return self
+        self.apply(force=True)
         return self
+
+    def _register(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Locked under a name the counters ignore, then renamed: a file that others can
+        # see is always locked, so none of them takes it for a dead training's.
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = self.directory / f".{name}"
+        self._file = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        path = self.directory / f"{name}.training"
+        os.replace(tmp, path)
+        self._path = path
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

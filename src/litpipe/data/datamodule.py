@@ -6,11 +6,6 @@ DataLoader a whole batch of indices at a time and the tensors are indexed once p
 and augmentation happen on whole batches in ``on_after_batch_transfer``, which also runs on
 the GPU when there is one.
 
-**Batch groups.** With ``batches_per_step = k > 1`` the training loader yields lists of
-``k`` batches (the same batches, in the same order, each prepared exactly as alone), for a
-module that takes ``k`` optimiser steps in one Lightning step (:mod:`litpipe.training.steps`
-says why and when).
-
 **Randomness is a function of (seed, epoch).** The shuffle order and the augmentation draws
 of epoch ``e`` are seeded from ``epoch_seed(seed, e)`` when the epoch starts, not carried
 over from earlier epochs. A run resumed at epoch ``e`` from a checkpoint therefore sees
@@ -25,7 +20,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from litpipe.data.pixels import to_unit_range
 from litpipe.data.processed import load_split, load_stats
@@ -66,48 +61,6 @@ class EpochBatches(Sampler[torch.Tensor]):
         yield from order.split(self.batch_size)
 
 
-class GroupedBatches(Sampler[list[torch.Tensor]]):
-    """:class:`EpochBatches`' batches, handed out ``group`` at a time (the last group of an
-    epoch may be shorter): the same batches in the same order, fewer Lightning steps."""
-
-    def __init__(self, batches: EpochBatches, group: int) -> None:
-        self.batches, self.group = batches, group
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return -(-len(self.batches) // self.group)
-
-    def __iter__(self):  # noqa: ANN204 (an iterator of lists of index tensors)
-        batches = list(self.batches)
-        for i in range(0, len(batches), self.group):
-            yield batches[i:i + self.group]
-
-
-class BatchGroupDataset(Dataset):
-    """A TensorDataset indexed by a list of index tensors: one (x, y) batch per tensor."""
-
-    def __init__(self, dataset: TensorDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
-        return [self.dataset[i] for i in indices]
-
-
-def is_batch_group(batch: Any) -> bool:
-    """Whether ``batch`` is a list of (x, y) batches rather than one (x, y) batch."""
-    return isinstance(batch, list | tuple) and bool(batch) and isinstance(batch[0], list | tuple)
-
-
-def samples_in(batch: Any) -> int:
-    """How many samples a training batch, or a group of them, holds."""
-    return sum(len(b[-1]) for b in batch) if is_batch_group(batch) else len(batch[-1])
-
-
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
     """Translate each image by a random integer offset in [-max_shift, max_shift] (zero pad).
@@ -141,7 +94,7 @@ class ArrayDataModule(L.LightningDataModule):
     def __init__(self, processed_dir: str | Path, batch_size: int = 128, num_workers: int = 0,
                  seed: int = 42, augment: bool = False, max_shift: int = 0,
                  eval_batch_size: int | None = None,
-                 channels_last: bool = False, batches_per_step: int = 1) -> None:
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
         self.batch_size = batch_size
@@ -151,7 +104,6 @@ class ArrayDataModule(L.LightningDataModule):
         self.augment = augment
         self.max_shift = max_shift  # pixels; 0: flips only
         self.channels_last = channels_last
-        self.batches_per_step = batches_per_step  # training batches per loader item (group)
         self.stats = load_stats(self.processed_dir)
         self.datasets: dict[str, TensorDataset] = {}
         # Dedicated generator, reseeded each epoch: augmentation draws neither disturb nor
@@ -173,11 +125,8 @@ class ArrayDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.batch_size if split == "train" else self.eval_batch_size
-        dataset: Dataset = self.datasets[split]
-        sampler: Sampler = EpochBatches(len(dataset), batch, self.seed, shuffle)
-        if split == "train" and self.batches_per_step > 1:
-            sampler = GroupedBatches(sampler, self.batches_per_step)
-            dataset = BatchGroupDataset(self.datasets[split])
+        dataset = self.datasets[split]
+        sampler = EpochBatches(len(dataset), batch, self.seed, shuffle)
         # batch_size=None: the sampler yields whole index batches and TensorDataset indexes
         # each tensor once per batch. The generator only seeds worker processes; passing one
         # keeps the DataLoader from drawing that seed from the global RNG.
@@ -186,11 +135,6 @@ class ArrayDataModule(L.LightningDataModule):
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
         )
-
-    def train_batches(self) -> int:
-        """Training batches an epoch (not groups)."""
-        self.setup("fit")
-        return -(-len(self.datasets["train"]) // self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -204,8 +148,6 @@ class ArrayDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, list | tuple):  # the model summary's example input
             return batch
-        if is_batch_group(batch):  # in order: the augmentation draws are those of k batches
-            return [self.on_after_batch_transfer(b, dataloader_idx) for b in batch]
         x, y = batch
         x = to_unit_range(x)
         trainer = self.trainer

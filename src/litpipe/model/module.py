@@ -49,10 +49,6 @@ class LitBase(L.LightningModule):
         self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
         self._tallies: dict[str, list[list[Any]]] = {}  # stage -> losses, sizes, corrects
         self._trained: list[nn.Parameter] = []  # parameters with gradients, listed once a fit
-        # Optimiser steps an epoch, set by the train stage when it hands the module groups
-        # of batches: Lightning's estimate then counts groups, which a per-step schedule
-        # (OneCycle) must not be sized by.
-        self.steps_per_epoch: int | None = None
 
     @property
     def task(self) -> str:
@@ -87,8 +83,7 @@ class LitBase(L.LightningModule):
         # One value for the epoch (the last training batch's hook would default to a step).
         # batch_size=1: Lightning weights an epoch value by its batch size, in float32, and
         # this value is already the epoch's mean; a weight of 1 keeps it exact, where the
-        # last batch's size (which Lightning would otherwise guess, from a group of batches
-        # ambiguously) could move its last bit.
+        # last batch's size (which Lightning would otherwise use) could move its last bit.
         kw: dict[str, Any] = {"on_step": False, "on_epoch": True, "sync_dist": True,
                               "batch_size": 1}
         loss = torch.dot(torch.stack(losses).float(), weights) / n
@@ -118,49 +113,8 @@ class LitBase(L.LightningModule):
         """One training batch's loss (and its tally): what every optimiser step minimises."""
         raise NotImplementedError
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
-        if self.automatic_optimization:
-            return self._step_loss(batch)
-        self._grouped_steps(batch)
-        return None
-
-    def _grouped_steps(self, group: list[Any]) -> None:
-        """One optimiser step per batch of ``group``: in one Lightning step, the arithmetic
-        and order of ``len(group)`` automatic ones.
-
-        Why (:mod:`litpipe.training.steps`): Lightning's automatic optimisation spends about
-        half a millisecond of Python on each step, as much as a small model's whole step.
-        Each batch here gets what Lightning's automatic loop gives it: forward under the
-        precision plugin's autocast, zero_grad, backward (through Lightning, which scales
-        fp16 losses), the optimiser step (through Lightning, which counts it in
-        ``global_step`` and calls the ``on_before_optimizer_step`` hooks), the gradient norm
-        and the step-interval schedulers; epoch-interval schedulers step after the epoch's
-        last batch, as Lightning steps them. tests/test_grouped_steps.py checks that the
-        weights come out bit-identical.
-        """
-        opt = self.optimizers()
-        assert not isinstance(opt, list)  # litpipe configures one optimiser
-        configs = self.trainer.lr_scheduler_configs
-        for batch in group:
-            loss = self._step_loss(batch)
-            opt.zero_grad()
-            # Inside the precision plugin's autocast, unlike Lightning's automatic backward:
-            # autocast only picks forward ops' dtypes, and backward ops follow the forward's,
-            # so the gradients are the same bits (the bf16 case of the test).
-            self.manual_backward(loss)
-            opt.step()
-            self._track_grad_norm()
-            for config in configs:
-                if config.interval == "step":
-                    config.scheduler.step()
-            # A caching autocast would keep each weight's low-precision copy until the whole
-            # group ends, stale after this step. Lightning's plugin does not cache today
-            # (cache_enabled=False); this keeps grouped steps right if one ever does.
-            torch.clear_autocast_cache()
-        if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            for config in configs:
-                if config.interval == "epoch":
-                    config.scheduler.step()
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step_loss(batch)
 
     def on_validation_epoch_start(self) -> None:
         self._tallies.pop("val", None)
@@ -183,8 +137,8 @@ class LitBase(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         params = self.parameters()
-        # PyTorch's fused kernels update all parameters in one pass: 6% of the default CNN's
-        # step on this CPU, more for small models, where the per-tensor loop dominates.
+        # PyTorch's fused kernels update all parameters in one pass instead of a Python
+        # loop over tensors: a real share of a small model's step (docs/performance.md).
         # Lightning refuses gradient clipping with a fused optimiser under mixed precision
         # (it cannot unscale first), so a clipping run keeps the per-tensor loop.
         clipping = bool(getattr(self._trainer, "gradient_clip_val", None))
@@ -206,10 +160,7 @@ class LitBase(L.LightningModule):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt,
                                                                T_max=self.trainer.max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if self.automatic_optimization or self.steps_per_epoch is None:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-        else:
-            total = self.steps_per_epoch * self.trainer.max_epochs
+        total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from litpipe.cores import CoreShare
-from litpipe.data.datamodule import ArrayDataModule, epoch_seed, samples_in
+from litpipe.data.datamodule import ArrayDataModule, epoch_seed
 from litpipe.data.pixels import to_unit_range
 from litpipe.grids import prediction_grid, reconstruction_pairs
 from litpipe.tracking.run import TrackedRun
@@ -89,7 +89,7 @@ class EpochHistory(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._samples += samples_in(batch) * trainer.world_size
+        self._samples += len(batch[-1]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch

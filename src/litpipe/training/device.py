@@ -67,7 +67,7 @@ def deterministic_without_fill() -> None:
     The fill is a debugging aid: it makes a read of memory nothing wrote show up as NaN,
     instead of as whatever was there. litpipe's kernels write before they read, and the
     pipeline's tests compare outputs byte for byte across runs, which such a read would
-    break. The fill cost 13% of the default CNN's training step on this CPU (about 200
-    ``fill_`` calls a step).
+    break. The fill is about 200 ``fill_`` calls a step of the default CNN, a measurable
+    share of it (docs/performance.md).
     """
     torch.utils.deterministic.fill_uninitialized_memory = False

@@ -50,7 +50,6 @@ from litpipe.training.device import (
 )
 from litpipe.training.flops import training_flops_per_sample
 from litpipe.training.resume import ResumeDir, export_checkpoint, fingerprint
-from litpipe.training.steps import batches_per_step
 from litpipe.training.tuning import tune
 
 # The batch size the batch-size finder starts from when data.batch_size is auto.
@@ -211,10 +210,6 @@ def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun |
         print(f"litpipe train: continuing from {ckpt_path} (epoch {done + 1} of "
               f"{params.trainer.max_epochs} done)")
     tuning = _tuned(params, module, dm, resume)
-    # After the finders, which need Lightning's own loop (and choose the batch size).
-    dm.batches_per_step = batches_per_step(params, dm.batch_size)
-    module.automatic_optimization = dm.batches_per_step == 1
-    module.steps_per_epoch = dm.train_batches()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
