@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from litpipe.grids import prediction_grid
-from litpipe.plots import sample_grid
+from litpipe.pictures.figures import sample_grid
+from litpipe.pictures.grids import prediction_grid
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
            "Sneaker", "Bag", "Ankle boot"]

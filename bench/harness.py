@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 STAGES = ("download", "split", "train", "evaluate", "export")
 STAGE_MODULES = {"download": "litpipe.data.download", "split": "litpipe.data.split",
-                 "train": "litpipe.training.train", "evaluate": "litpipe.evaluate",
-                 "export": "litpipe.export", "gate": "litpipe.gate.cli"}
+                 "train": "litpipe.training.train", "evaluate": "litpipe.evaluation.evaluate",
+                 "export": "litpipe.exporting.export", "gate": "litpipe.gate.cli"}
 MLP = {"model.name": "mlp", "model.hidden": [256, 128], "model.dropout": 0.0,
        "optimizer.name": "adam", "optimizer.lr": 0.001, "optimizer.weight_decay": 0.0,
        "scheduler.name": "none", "data.batch_size": 64,

@@ -6,7 +6,7 @@ if __name__ == "__main__":
     with stage("evaluate") as run:
         # Imported once params.yaml is valid: torch and lightning take seconds to import.
         from litpipe.cores import CoreShare
-        from litpipe.evaluate import evaluate
+        from litpipe.evaluation.evaluate import evaluate
 
         with CoreShare():  # its share of the cores beside other trainings and stages
             run.summary = evaluate(run.params)

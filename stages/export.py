@@ -6,7 +6,7 @@ if __name__ == "__main__":
     with stage("export") as run:
         # Imported once params.yaml is valid: torch and onnx take seconds to import.
         from litpipe.cores import CoreShare
-        from litpipe.export import export
+        from litpipe.exporting.export import export
 
         with CoreShare():  # its share of the cores beside other trainings and stages
             run.summary = export(run.params)

@@ -1,8 +1,9 @@
 """Under CI=true a missing system package fails the test session instead of skipping tests.
 
-tests/conftest.py checks SYSTEM_PACKAGES at session start. Here a throw-away pytest session
-uses that same hook with the package list replaced (one that is missing, or only ones that
-are present), so the check is exercised whatever this machine has installed.
+tests/conftest.py checks SYSTEM_PACKAGES (tests/helpers/system.py) at session start. Here a
+throw-away pytest session uses that same hook (tests/conftest.py loaded as a plugin) with the
+package list replaced (one that is missing, or only ones that are present), so the check is
+exercised whatever this machine has installed.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.repo import ROOT
 
 
 def _session(tmp_path: Path, packages: str, ci: str | None) -> subprocess.CompletedProcess[str]:
-    """A pytest session in ``tmp_path`` whose SYSTEM_PACKAGES are ``packages`` (Python)."""
+    """A pytest session in ``tmp_path`` whose SYSTEM_PACKAGES are ``packages`` (Python), with
+    the suite's hooks (tests/conftest.py, loaded as a plugin)."""
     (tmp_path / "conftest.py").write_text(
-        "from tests.conftest import SYSTEM_PACKAGES, pytest_sessionstart  # noqa: F401\n"
+        "from tests.helpers.system import SYSTEM_PACKAGES\n"
         "SYSTEM_PACKAGES.clear()\n"
         f"SYSTEM_PACKAGES.update({packages})\n")
     (tmp_path / "test_something.py").write_text("def test_something():\n    pass\n")
@@ -29,8 +31,8 @@ def _session(tmp_path: Path, packages: str, ci: str | None) -> subprocess.Comple
     if ci is not None:
         env["CI"] = ci
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+                           "-p", "tests.conftest", str(tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_in_ci_a_missing_system_package_fails_the_session(tmp_path: Path) -> None:
@@ -55,7 +57,7 @@ def test_in_ci_with_everything_present_the_tests_run(tmp_path: Path) -> None:
 
 def test_the_list_matches_what_setup_installs() -> None:
     """Every package setup.sh --dev installs with apt is checked, and nothing else."""
-    from tests.conftest import SYSTEM_PACKAGES
+    from tests.helpers.system import SYSTEM_PACKAGES
 
     text = (ROOT / "setup.sh").read_text()
     apt = set()

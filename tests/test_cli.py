@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from litpipe.params import load_params
-from tests.conftest import edit_params, pipeline_env
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.repo import ROOT, edit_params, pipeline_env
 
 
 def litpipe(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

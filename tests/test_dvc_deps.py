@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.repo import ROOT
+
 SRC = ROOT / "src"
 
 
@@ -83,4 +84,4 @@ def test_the_walk_sees_imports_inside_functions(tmp_path: Path) -> None:
     entry = tmp_path / "entry.py"
     entry.write_text("def f():\n    from litpipe.tracking.run import TrackedRun\n")
     assert "src/litpipe/tracking/run.py" in stage_code_files(entry)
-    assert "src/litpipe/config.py" in stage_code_files(entry)  # tracking imports config
+    assert "src/litpipe/schema.py" in stage_code_files(entry)  # tracking imports the schema

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers.repo import ROOT
 
 
 def _params(stage: str) -> set[str]:
@@ -15,7 +15,7 @@ def _params(stage: str) -> set[str]:
 
 def test_download_depends_on_what_decides_the_bytes_only() -> None:
     """The dataset and the accepted digests decide data/raw; mirrors, timeout and retries
-    only decide where from and how patiently (tests/test_download.py checks that the
+    only decide where from and how patiently (tests/data/test_download.py checks that the
     manifest is byte-identical whichever mirror served)."""
     assert _params("download") == {"data.dataset", "data.digests"}
 

@@ -1,7 +1,7 @@
 """`litpipe predict`: which model it uses, how it reads images, and how it fails.
 
 One real model is trained on digits, checkpointed and exported once for the module
-(tests/model_fixtures.py, a few seconds). Each test lays out a directory like the
+(tests/helpers/models.py, a few seconds). Each test lays out a directory like the
 repository root (``models/best.ckpt``, ``models/export/``) and runs the command there:
 through ``python -m litpipe.cli`` where the entry point itself matters, in-process through
 ``litpipe.predict.main`` for the many error cases. Where a test must show which model
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,52 +23,14 @@ from PIL import Image
 from litpipe.errors import InputFileError
 from litpipe.images import MAX_PIXELS, read_image
 from litpipe.predict import main, predict
-from tests.conftest import pipeline_env
-from tests.model_fixtures import build_models
+from tests.helpers.images import bomb_png, png_bytes
+from tests.helpers.models import build_models
+from tests.helpers.repo import ROOT, pipeline_env
 
 N_IMAGES = 6
 
 
 # --------------------------------------------------------------------------- helpers
-
-def png_bytes(pixels: np.ndarray, colour_type: int, bit_depth: int) -> bytes:
-    """A PNG written sample by sample (Pillow cannot write 16-bit colour PNGs).
-
-    ``pixels`` is H×W×K; colour type 0 grey, 2 RGB, 4 grey+alpha, 6 RGBA.
-    """
-    h, w = pixels.shape[:2]
-    dtype = ">u2" if bit_depth == 16 else "u1"
-    raw = b"".join(b"\x00" + pixels[i].astype(dtype).tobytes() for i in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
-
-
-def bomb_png(side: int = 16000) -> bytes:
-    """A real side×side 1-bit PNG of zeros: 256 million pixels in about 30 kB."""
-    row = b"\x00" + bytes(side // 8)
-    z = zlib.compressobj(9)
-    body = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
-            + chunk(b"IEND", b""))
-
-
-def to_8bit(v: np.ndarray) -> np.ndarray:
-    """round(v * 255 / 65535) in exact integer arithmetic: the scaling predict promises."""
-    v = v.astype(np.int64)
-    return ((v * 255 * 2 + 65535) // (2 * 65535)).astype(np.uint8)
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -188,7 +148,7 @@ def test_torchscript_export_names_no_path_of_this_checkout(built: Path) -> None:
     from litpipe.model.checkpoint import load_module
 
     path = built / "models/export/model.ts"
-    checkout, venv = Path(__file__).resolve().parents[1], Path(torch.__file__).parents[1]
+    checkout, venv = ROOT, Path(torch.__file__).parents[1]
     with zipfile.ZipFile(path) as archive:  # records read decompressed
         for name in archive.namelist():
             data = archive.read(name)
@@ -346,7 +306,7 @@ def test_corrupt_model_onnx_is_one_line(built: Path, tmp_path: Path, case: str,
 def test_corrupt_checkpoint_is_one_line(built: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The checkpoint's own errors (tests/test_checkpoint.py) reach the user as one line."""
+    """The checkpoint's own errors (tests/model/test_checkpoint.py) reach the user as one line."""
     ws = workspace(built, tmp_path / "ws", onnx="absent")
     ckpt = ws / "models/best.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[:4096])
@@ -356,79 +316,6 @@ def test_corrupt_checkpoint_is_one_line(built: Path, tmp_path: Path,
 
 
 # ----------------------------------------------------------------------------- images
-
-def test_16bit_grey_png_is_scaled_not_clipped(tmp_path: Path) -> None:
-    values = np.array([[0, 16 * 257, 223 * 257, 65535, 200, 3984, 32896, 65407]], np.uint16)
-    Image.fromarray(values).save(tmp_path / "g16.png")
-    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")  # really 16-bit
-    got = read_image(tmp_path / "g16.png", (1, 1, 8))[0, 0]
-    assert got.tolist() == to_8bit(values[0]).tolist() == [0, 16, 223, 255, 1, 16, 128, 255]
-
-
-@pytest.mark.parametrize("colour_type", [2, 4, 6], ids=["rgb16", "grey-alpha16", "rgba16"])
-def test_16bit_colour_pngs_keep_every_bit(tmp_path: Path, colour_type: int) -> None:
-    """Pillow keeps only the high byte of these (3984 would become 15, not 16)."""
-    v = np.array([[0, 16 * 257, 223 * 257, 65535, 200, 3984]], np.uint16)
-    opaque = np.full_like(v, 65535)
-    planes = {2: [v, v, v], 4: [v, opaque], 6: [v, v, v, opaque]}[colour_type]
-    (tmp_path / "c16.png").write_bytes(png_bytes(np.stack(planes, -1), colour_type, 16))
-    for channels in (1, 3):
-        got = read_image(tmp_path / "c16.png", (channels, 1, 6))
-        assert got.shape == (channels, 1, 6)
-        for plane in got:
-            assert plane[0].tolist() == to_8bit(v[0]).tolist() == [0, 16, 223, 255, 1, 16]
-
-
-def test_transparency_is_composited_on_black(tmp_path: Path) -> None:
-    rgba = np.array([[[255, 255, 255, 0], [255, 255, 255, 255], [200, 100, 50, 128],
-                      [10, 20, 30, 255]]], np.uint8)
-    Image.fromarray(rgba).save(tmp_path / "rgba.png")
-    colour = read_image(tmp_path / "rgba.png", (3, 1, 4))[:, 0].T.tolist()
-    assert colour == [[0, 0, 0], [255, 255, 255],
-                      [round(200 * 128 / 255), round(100 * 128 / 255), round(50 * 128 / 255)],
-                      [10, 20, 30]]
-    grey = read_image(tmp_path / "rgba.png", (1, 1, 4))[0, 0].tolist()
-    luma = (200 * 299 + 100 * 587 + 50 * 114) / 1000  # Pillow's RGB -> L
-    assert grey == [0, 255, round(luma * 128 / 255), round((10 * 299 + 20 * 587 + 30 * 114)
-                                                           / 1000)]
-    la = np.array([[[255, 0], [255, 255], [100, 51]]], np.uint8)
-    Image.fromarray(la, "LA").save(tmp_path / "la.png")
-    assert read_image(tmp_path / "la.png", (1, 1, 3))[0, 0].tolist() == [0, 255, 20]
-    # A 16-bit grey+alpha pixel: half-transparent white is mid grey.
-    half = np.array([[[65535, 32768], [65535, 0]]], np.uint16)
-    (tmp_path / "la16.png").write_bytes(png_bytes(half, 4, 16))
-    assert read_image(tmp_path / "la16.png", (1, 1, 2))[0, 0].tolist() == [128, 0]
-
-
-def test_palette_images(tmp_path: Path) -> None:
-    pal = Image.new("P", (4, 1))
-    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 255, 255, 255])
-    pal.putdata([0, 1, 2, 3])
-    pal.save(tmp_path / "pal.png")
-    assert read_image(tmp_path / "pal.png", (3, 1, 4))[:, 0].T.tolist() == [
-        [0, 0, 0], [255, 0, 0], [0, 255, 0], [255, 255, 255]]
-    assert read_image(tmp_path / "pal.png", (1, 1, 4))[0, 0].tolist() == [0, 76, 150, 255]
-    pal.save(tmp_path / "pal-t.png", transparency=3)  # white is the transparent entry
-    assert read_image(tmp_path / "pal-t.png", (1, 1, 4))[0, 0].tolist() == [0, 76, 150, 0]
-    # A colour key on a grey image (PNG tRNS) is transparency too.
-    Image.fromarray(np.array([[0, 100, 200]], np.uint8)).save(tmp_path / "key.png",
-                                                               transparency=100)
-    assert read_image(tmp_path / "key.png", (1, 1, 3))[0, 0].tolist() == [0, 0, 200]
-
-
-def test_8bit_images_read_as_before(tmp_path: Path) -> None:
-    """Opaque 8-bit images: Pillow's grey conversion and bilinear resize, unchanged."""
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    want = np.asarray(Image.fromarray(rgb).convert("L").resize((8, 8),
-                                                               Image.Resampling.BILINEAR))
-    assert np.array_equal(read_image(tmp_path / "rgb.png", (1, 8, 8))[0], want)
-    grey = rng.integers(0, 256, (8, 8), dtype=np.uint8)
-    Image.fromarray(grey).save(tmp_path / "grey.png")
-    assert np.array_equal(read_image(tmp_path / "grey.png", (3, 8, 8)),
-                          np.stack([grey] * 3))
-
 
 def test_decompression_bomb_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch, built: Path) -> None:

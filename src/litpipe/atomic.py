@@ -31,16 +31,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _name_output(exc, path.parent / f".{path.name}.", path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; match what open() makes
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        _name_output(exc, tmp_path, path)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _name_output(exc: OSError, tmp: Path, path: Path) -> None:
+    """Make a disk error (full, read-only) name the output being written, not the temporary
+    name it was written under or nothing (numpy's and torch's writers give no file name)."""
+    if exc.filename is None or str(exc.filename).startswith(str(tmp)):
+        exc.filename = str(path)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -76,18 +90,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        _name_output(exc, tmp, path)
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def move_into_place(src: str | Path, dst: str | Path) -> None:
-    """Move a finished file onto ``dst`` atomically (copying first across filesystems)."""
-    src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dst)
-    except OSError:
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
-        src.unlink(missing_ok=True)

@@ -21,7 +21,6 @@ differ in those bits from the same run alone; the run records the thread counts 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 
 import torch
+
+from litpipe.locks import lock, try_lock
 
 CHECK_EVERY_S = 1.0  # how often a training counts the others (a directory listing)
 
@@ -87,8 +88,7 @@ class CoreShare:
         # see is always locked, so none of them takes it for a dead training's.
         name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp = self.directory / f".{name}"
-        self._file = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
-        fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._file = lock(tmp)
         path = self.directory / f"{name}.training"
         os.replace(tmp, path)
         self._path = path
@@ -108,16 +108,13 @@ class CoreShare:
         alive = 0
         for path in self.directory.glob("*.training"):
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = try_lock(path, shared=True, create=False)
             except FileNotFoundError:  # removed meanwhile: that training just ended
                 continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if fd is None:
                 alive += 1  # its owner holds the lock (this process's own file too)
             else:
                 path.unlink(missing_ok=True)  # nobody holds it: its process is gone
-            finally:
                 os.close(fd)
         return max(alive, 1)
 

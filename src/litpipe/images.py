@@ -29,17 +29,16 @@ BACKGROUND = 0.0  # transparent pixels become black: the datasets' background (0
 WHITE_16 = 65535  # white of a 16-bit pixel
 
 #
-# Pillow, not torchvision.io.decode_image, reads the images. Measured here (2 CPU cores,
-# 1,000 28×28 PNGs: Pillow 0.11 s, torchvision 0.10 s; a 12 MP photo: Pillow 0.22-0.26 s,
-# torchvision 0.15-0.16 s), torchvision decodes no faster for the small pictures this
-# command sees, and costs the torch import (4.4 s cold) that the ONNX path otherwise never
-# pays. Pillow also reads the header before decoding, so an oversized image is refused
-# before any pixel is allocated (torchvision has no such limit); it reads more formats
-# (BMP, TIFF, ...); and it converts palette images correctly, where decode_image's
-# UNCHANGED mode returns the packed palette indices of a 2-bit palette PNG. The one thing
-# Pillow cannot do is keep 16 bits per channel for colour or grey+alpha PNGs (it keeps the
-# high byte, i.e. truncates); only those go to torchvision.io.decode_png, after Pillow has
-# checked their size (see _decode_png_16 on torchvision deprecating its codecs).
+# Pillow, not torchvision.io.decode_image, reads the images. torchvision decodes no faster
+# for the small pictures this command sees (docs/performance.md), and costs the torch import
+# that the ONNX path otherwise never pays. Pillow also reads the header before decoding, so
+# an oversized image is refused before any pixel is allocated (torchvision has no such
+# limit); it reads more formats (BMP, TIFF, ...); and it converts palette images correctly,
+# where decode_image's UNCHANGED mode returns the packed palette indices of a 2-bit palette
+# PNG. The one thing Pillow cannot do is keep 16 bits per channel for colour or grey+alpha
+# PNGs (it keeps the high byte, i.e. truncates); only those go to torchvision.io.decode_png,
+# after Pillow has checked their size (see _decode_png_16 on torchvision deprecating its
+# codecs).
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

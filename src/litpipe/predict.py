@@ -29,8 +29,8 @@ from typing import Any
 
 from litpipe.data.pixels import to_unit_range
 from litpipe.errors import InputFileError, LitpipeError
-from litpipe.exported import Prediction, answers, load_onnx
 from litpipe.images import MAX_PIXELS, load_images
+from litpipe.onnx_model import Prediction, answers, load_onnx
 from litpipe.repo import MODELS
 
 DEFAULT_ONNX = MODELS / "export" / "model.onnx"
@@ -142,13 +142,13 @@ def _fetch_registered(model_uri: str, dest: Path) -> tuple[Path, str]:
     The store is the pipeline's (``$MLFLOW_TRACKING_URI``, else ``tracking.uri`` in
     params.yaml, else ``mlflow.db`` at the repository root).
     """
-    from litpipe.tracking import registry
+    from litpipe.tracking import models, store
 
-    registry.parse_model_uri(model_uri)  # a malformed URI fails before any store is opened
-    uri = registry.reading_uri()
-    registry.check_existing_store(uri)
-    version = registry.resolve(model_uri, uri)
-    model_dir = registry.download(version, uri, dest)
+    models.parse_model_uri(model_uri)  # a malformed URI fails before any store is opened
+    uri = store.reading_uri()
+    store.check_existing_store(uri)
+    version = models.resolve(model_uri, uri)
+    model_dir = models.download(version, uri, dest)
     local = model_dir / "artifacts" / "model.onnx"
     if not (local.is_file() and local.with_name("model.json").is_file()):
         raise InputFileError(f"{model_uri} ({version}): holds no artifacts/model.onnx and "

@@ -9,14 +9,26 @@ A stage entry reads::
 
 ``params.yaml`` is validated on entering the block, before the stage imports torch,
 lightning or mlflow, so a bad value costs a fraction of a second and touches nothing. On
-leaving it, a :class:`~litpipe.errors.LitpipeError` (what users are expected to hit: a bad
-param, an unreachable mirror or server, a missing input) becomes one paragraph on stderr and
-exit status 2; Ctrl-C becomes exit status 130; anything else keeps its traceback, because it
-is a bug.
+leaving it:
+
+* a :class:`~litpipe.errors.LitpipeError` (what users are expected to hit: a bad param, an
+  unreachable mirror or server, a missing input) becomes one paragraph on stderr and exit
+  status 2;
+* a file error of the disk (full, read-only, no permission) becomes one line naming the
+  file, exit status 2;
+* SIGINT (Ctrl-C) or SIGTERM (what SLURM, Kubernetes and ``kill`` send) stops the stage the
+  same way, named, with exit status 128 + the signal's number (130, 143);
+* if ``params.yaml`` changed while the stage ran, the stage fails (exit 2) instead of
+  succeeding: DVC reads the file again when it records a finished stage, and would record
+  values that were not the ones used;
+* anything else keeps its traceback, because it is a bug.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -26,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from litpipe.atomic import write_text
-from litpipe.config import Params
 from litpipe.errors import LitpipeError
 from litpipe.params import load_params
 from litpipe.repo import VALIDATED
+from litpipe.schema import Params
 
 
 @dataclass
@@ -46,10 +58,42 @@ def fail(name: str, message: object, status: int) -> None:
     raise SystemExit(status)
 
 
+# A disk's refusals: one line naming the file, not a traceback.
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+_received: list[int] = []  # the signals that stopped this process
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM and SIGINT both stop a stage as Ctrl-C does (Lightning saves nothing half
+    written and the next run resumes); which one it was is remembered for the message."""
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 @contextmanager
 def stage(name: str, params_path: str | Path = "params.yaml") -> Iterator[StageRun]:
     """Run the body as pipeline stage ``name``; exit the process with its status."""
     t0 = time.perf_counter()
+    params_path = Path(params_path)
+    before = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield from _run(name, params_path, t0)
+    finally:  # a caller in the same process (a test, a notebook) gets its handlers back
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _run(name: str, params_path: Path, t0: float) -> Iterator[StageRun]:
+    read = _digest(params_path)
     try:
         run = StageRun(load_params(params_path))
     except LitpipeError as exc:
@@ -59,8 +103,19 @@ def stage(name: str, params_path: str | Path = "params.yaml") -> Iterator[StageR
     except LitpipeError as exc:
         fail(name, exc, 2)
     except KeyboardInterrupt:
-        fail(name, "interrupted (Ctrl-C); nothing half-written was left, and a training run "
-             "resumes from its last completed epoch on the next `dvc repro`", 130)
+        signum = _received[-1] if _received else signal.SIGINT
+        how = "SIGTERM" if signum == signal.SIGTERM else "SIGINT (Ctrl-C)"
+        fail(name, f"stopped by {how}; nothing half-written was left, and a training run "
+             "resumes from its last completed epoch on the next `dvc repro`", 128 + signum)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = exc.filename or "a file"
+        fail(name, f"cannot write {where}: {DISK_ERRORS[exc.errno]}; free space or fix the "
+             "permissions, then run `dvc repro` again", 2)
+    if _digest(params_path) != read:
+        fail(name, f"{params_path} changed while the stage ran, so its outputs may not match "
+             "the file DVC would record; nothing was recorded: run `dvc repro` again", 2)
     done = f"litpipe {name}: done in {time.perf_counter() - t0:.1f}s"
     print(f"{done}: {run.summary}" if run.summary is not None else done)
 

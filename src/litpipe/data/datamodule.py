@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from litpipe.data.pixels import to_unit_range
 from litpipe.data.processed import load_split, load_stats
-from litpipe.data.registry import get_spec
+from litpipe.data.datasets import get_spec
 
 
 def epoch_seed(seed: int, epoch: int, stream: str) -> int:

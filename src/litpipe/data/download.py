@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from litpipe.atomic import write_json
-from litpipe.config import DataConfig, Params
+from litpipe.schema import DataConfig, Params
 from litpipe.data.archive import safe_extract
 from litpipe.data.mirrors import DownloadError, Permanent, Transient, fetch, file_url, redact
-from litpipe.data.registry import DatasetSpec, RawFile, get_spec
+from litpipe.data.datasets import DatasetSpec, RawFile, get_spec
 from litpipe.data.verify import (
     Expected,
     content_to,
@@ -225,26 +225,21 @@ def _bundled_manifest(spec: DatasetSpec) -> dict[str, Any]:
 def _exclusive(raw_root: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``raw_root`` so two downloads never share ``.partial``.
 
-    Uses ``flock`` on the directory itself (no lock file to leave behind); where that is
-    unavailable (no fcntl, or a filesystem that refuses it) the download runs unlocked.
+    Locks the directory itself (no lock file to leave behind); on a filesystem that
+    refuses locks the download runs unlocked.
     """
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    fd = os.open(raw_root, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd = try_lock(raw_root)
+        if fd is None:
             print(f"download: waiting for another download into {raw_root}", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
+            fd = lock(raw_root)
+    except OSError:
+        fd = None
+    try:
         yield
     finally:
-        os.close(fd)  # releases the lock
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 # ------------------------------------------------------------------------------- entry

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from litpipe.config import Params
+from litpipe.schema import Params
 from litpipe.data.cifar import load_cifar10
 from litpipe.data.processed import SPLITS, save_processed
 from litpipe.data.readers import Arrays, load_digits_dataset, load_idx_dataset
-from litpipe.data.registry import get_spec
+from litpipe.data.datasets import get_spec
 from litpipe.errors import LitpipeError
 from litpipe.repo import PROCESSED, RAW
 

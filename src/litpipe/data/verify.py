@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from litpipe.data.mirrors import CHUNK, DownloadError, Permanent
-from litpipe.data.registry import RawFile
+from litpipe.data.datasets import RawFile
 
 _HEX_LEN = {"sha256": 64, "md5": 32}
 

@@ -23,10 +23,16 @@ from typing import Any
 
 import yaml
 
-from litpipe.config import GatesConfig, MetricRule, is_revision
 from litpipe.errors import LitpipeError
 from litpipe.formats import flatten
 from litpipe.repo import git
+from litpipe.schema import (
+    MAPPING_METRICS,
+    TASK_METRICS,
+    GatesConfig,
+    MetricRule,
+    is_revision,
+)
 
 
 class GateError(LitpipeError):
@@ -65,15 +71,54 @@ def flatten_metrics(obj: Any) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that gives a key twice is refused: which value counts would be a guess
+    (Python keeps the last, other readers the first)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise GateError(f"key {key!r} appears twice ({seen[key]!r} and {value!r})")
+        seen[key] = value
+    return seen
+
+
 def _parse(text: str, source: str) -> dict[str, float]:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise GateError(f"{source}: not valid JSON ({exc})") from None
+    except GateError as exc:
+        raise GateError(f"{source}: {exc}") from None
     if not isinstance(data, dict):
         raise GateError(f"{source}: expected a JSON object of metrics, got "
                         f"{type(data).__name__}")
     return flatten_metrics(data)
+
+
+def _domain(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take: accuracies and F1 scores are fractions, losses and
+    errors are never negative (by the last part of its name: ``per_class_acc.Bag``)."""
+    leaf = metric.rsplit(".", 1)[0] if metric.startswith(tuple(MAPPING_METRICS)) else metric
+    if leaf.endswith(("_acc", "_f1")):
+        return 0.0, 1.0
+    return 0.0, math.inf  # test_loss, test_mse, test_mae
+
+
+def check_values(metrics: dict[str, float], task: str, source: str) -> None:
+    """Every value is one a model can have, before any rule looks at it: finite, inside its
+    metric's domain, and every metric of the task present. A GateError (exit 2) names the
+    key and the value otherwise: a gate must not pass what no model could have scored."""
+    for metric, value in metrics.items():
+        low, high = _domain(metric)
+        if not math.isfinite(value):
+            raise GateError(f"{source}: {metric} = {value}: not a finite number")
+        if not low <= value <= high:
+            allowed = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+            raise GateError(f"{source}: {metric} = {value!r}: outside {allowed}")
+    for expected in TASK_METRICS[task]:
+        if not any(m == expected or m.startswith(expected + ".") for m in metrics):
+            raise GateError(f"{source}: {expected} is missing; a {task} model's metrics hold "
+                            f"{', '.join(TASK_METRICS[task])} (run `dvc repro`)")
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -225,6 +270,7 @@ def run_gate(repo: Path, gates: GatesConfig, task: str, baseline_rev: str | None
     if not rules:
         raise GateError(f"{source} is empty: nothing to check for a {task} model")
     current = current_metrics(repo, gates.metrics_files)
+    check_values(current, task, " + ".join(gates.metrics_files))
     if not baseline_rev:
         return (check(rules, current, None, policy),
                 f"{about}; no baseline (regression rules skipped)")

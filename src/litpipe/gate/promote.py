@@ -100,14 +100,14 @@ def promote(repo: Path, registered_model: str, gated: dict[str, float]) -> str:
     Raises :class:`PromotionError` (or a tracking error) naming what is missing: the run
     file, the store, the run's version, or a metric disagreement.
     """
-    from litpipe.tracking import registry
+    from litpipe.tracking import models, store
     from litpipe.tracking.run import TrackedRun, read_run_file
 
     run_json = repo / MODELS / "run.json"
     uri, run_id = read_run_file(run_json)
-    registry.check_existing_store(uri)
+    store.check_existing_store(uri)
     check_metrics_are_the_runs(gated, TrackedRun(uri, run_id).logged_metrics(), run_id)
-    versions = registry.versions_of_run(registered_model, run_id, uri)
+    versions = models.versions_of_run(registered_model, run_id, uri)
     if not versions:
         raise PromotionError(
             f"no version of {registered_model!r} was registered from run {run_id} (named by "
@@ -115,7 +115,7 @@ def promote(repo: Path, registered_model: str, gated: dict[str, float]) -> str:
     onnx = repo / MODELS / "export" / "model.onnx"
     numbers = ", ".join(v.version for v, _ in versions)
     if onnx.is_file():
-        digest = registry.file_sha256(onnx)
+        digest = models.file_sha256(onnx)
         matching = [v for v, sha in versions if sha == digest]
         if not matching:
             raise PromotionError(
@@ -129,16 +129,16 @@ def promote(repo: Path, registered_model: str, gated: dict[str, float]) -> str:
             f"run {run_id} registered versions {numbers} of {registered_model!r} and {onnx} "
             "is missing to tell which is this model; `dvc pull` or `dvc repro export` first")
     previous = _champion(registered_model, uri)
-    registry.set_alias(chosen, registry.CHAMPION, uri)
+    models.set_alias(chosen, models.CHAMPION, uri)
     was = f" (was version {previous})" if previous and previous != chosen.version else ""
-    return f"promoted {chosen} (run {run_id}) to @{registry.CHAMPION}{was} in {uri}"
+    return f"promoted {chosen} (run {run_id}) to @{models.CHAMPION}{was} in {uri}"
 
 
 def _champion(name: str, uri: str) -> str | None:
     """The version ``champion`` points at now, or None."""
-    from litpipe.tracking import registry
+    from litpipe.tracking import models
 
     try:
-        return registry.resolve(f"models:/{name}@{registry.CHAMPION}", uri).version
-    except registry.RegistryError:
+        return models.resolve(f"models:/{name}@{models.CHAMPION}", uri).version
+    except models.RegistryError:
         return None

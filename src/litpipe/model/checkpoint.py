@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from litpipe.config import MODEL_TASKS
-from litpipe.errors import LitpipeError, MissingInputError
+from litpipe.errors import LitpipeError, MissingInputError, first_line
+from litpipe.model.catalog import NETWORKS
 from litpipe.model.module import LitAutoEncoder, LitBase, LitClassifier
 
 # What to do about any bad checkpoint: the train stage writes it, DVC caches it.
@@ -40,11 +40,11 @@ def _short(exc: BaseException) -> str:
     torch's messages run to several sentences (and lines) of advice; the first sentence says
     what happened. Anything mentioning ``weights_only`` is dropped (see the module doc).
     """
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = text.split(". ")[0].rstrip(".")[:160]
-    if "weights_only" in text:
-        text = ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name = type(exc).__name__
+    text = first_line(exc).split(". ")[0].rstrip(".")[:160]
+    if "weights_only" in text or text == name:
+        return name
+    return f"{name}: {text}"
 
 
 def _read(path: Path, map_location: str) -> Any:
@@ -127,11 +127,11 @@ def load_module(path: Path, map_location: str = "cpu") -> LitBase:
             f"holds {_describe(ckpt)}; a checkpoint has 'hyper_parameters' and "
             f"'state_dict'); {REMEDY}")
     network = hp.get("network")
-    if not isinstance(network, str) or network not in MODEL_TASKS:
+    if not isinstance(network, str) or network not in NETWORKS:
         raise CheckpointError(
             f"{path}: a Lightning checkpoint, but not of a litpipe model (hyper_parameters "
-            f"'network' is {network!r}, expected one of {', '.join(MODEL_TASKS)}); {REMEDY}")
-    cls = LitAutoEncoder if MODEL_TASKS[network] == "reconstruction" else LitClassifier
+            f"'network' is {network!r}, expected one of {', '.join(NETWORKS)}); {REMEDY}")
+    cls = LitAutoEncoder if NETWORKS[network].task == "reconstruction" else LitClassifier
     try:
         module = cls(**hp)
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:

@@ -13,12 +13,10 @@ import torchmetrics
 from torch import nn
 from torch.nn import functional as F
 
-from litpipe.config import MODEL_TASKS, Params
-from litpipe.data.registry import get_spec
+from litpipe.data.datasets import get_spec
+from litpipe.model.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS
 from litpipe.model.networks import build_network
-
-# The rate the module holds when optimizer.lr is auto, until Lightning's finder replaces it.
-LR_BEFORE_TUNING = 1e-3
+from litpipe.schema import Params
 
 
 class LitBase(L.LightningModule):
@@ -40,20 +38,22 @@ class LitBase(L.LightningModule):
         # logger=False: the train stage logs the whole params.yaml, flattened, once.
         self.save_hyperparameters(logger=False)
         self.classes = list(classes)
-        # A plain attribute so Lightning's learning-rate finder can set it (lr: auto).
+        # A plain attribute: Lightning's learning-rate finder sets it on the throwaway module
+        # it searches with (training/tuning.py); the trained module gets the final rate.
         self.lr = lr
         self.net: nn.Module = build_network(network, tuple(in_shape), len(classes), mean,
                                             std, channels, convs_per_block, hidden, dropout,
                                             latent_dim, test_time_flip)
         self.example_input_array = torch.zeros(1, *in_shape)
         self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
+        self.grad_norm = 0.0  # the last optimiser step's (a NaN or inf says training diverged)
         self._tallies: dict[str, list[list[Any]]] = {}  # stage -> losses, sizes, corrects
         self._trained: list[nn.Parameter] = []  # parameters with gradients, listed once a fit
 
     @property
     def task(self) -> str:
         """``classification`` or ``reconstruction`` (what evaluate and export report)."""
-        return MODEL_TASKS[self.hparams["network"]]
+        return NETWORKS[self.hparams["network"]].task
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -132,37 +132,26 @@ class LitBase(L.LightningModule):
         grads = [p.grad for p in self._trained if p.grad is not None]
         if grads:
             norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+            self.grad_norm = norm
             self.grad_norm_max = max(self.grad_norm_max, norm)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = self.parameters()
+        entry = OPTIMIZERS[hp.optimizer]
         # PyTorch's fused kernels update all parameters in one pass instead of a Python
         # loop over tensors: a real share of a small model's step (docs/performance.md).
         # Lightning refuses gradient clipping with a fused optimiser under mixed precision
         # (it cannot unscale first), so a clipping run keeps the per-tensor loop.
         clipping = bool(getattr(self._trainer, "gradient_clip_val", None))
-        fused = {} if clipping else {"fused": True}
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=hp.momentum,
-                                  weight_decay=hp.weight_decay, **fused)
-        elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=hp.weight_decay, **fused)
-        else:
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=hp.weight_decay, **fused)
-        if hp.scheduler == "none":
+        kwargs = {"lr": self.lr, "weight_decay": hp.weight_decay,
+                  **{k: hp[k] for k in entry.extra}, **({} if clipping else {"fused": True})}
+        opt = entry.load()(self.parameters(), **kwargs)
+        sched = SCHEDULERS[hp.scheduler]
+        if sched is None:
             return opt
-        if hp.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size,
-                                                    gamma=hp.gamma)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if hp.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt,
-                                                               T_max=self.trainer.max_epochs)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        scheduler = sched.load()(opt, **sched.arguments(dict(hp), self.lr, self.trainer))
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": scheduler, "interval": sched.interval}}
 
 
 class LitClassifier(LitBase):
@@ -256,18 +245,23 @@ class LitAutoEncoder(LitBase):
                 "test_mae": float(self.test_mae.compute())}
 
 
-def build_module(params: Params, stats: dict[str, Any]) -> LitBase:
-    """A fresh LightningModule for ``params``, sized by the split stage's ``stats.json``."""
+def build_module(params: Params, stats: dict[str, Any], lr: float) -> LitBase:
+    """A fresh LightningModule for ``params``, sized by the split stage's ``stats.json``,
+    training at ``lr`` (``optimizer.lr``, or the finder's choice when that is auto)."""
     m, opt, sched = params.model, params.optimizer, params.scheduler
     cls = LitAutoEncoder if m.task == "reconstruction" else LitClassifier
-    return cls(network=m.name, in_shape=list(stats["shape"]), classes=list(stats["classes"]),
-               mean=list(stats["mean"]), std=list(stats["std"]), channels=list(m.channels),
-               convs_per_block=m.convs_per_block,
-               hidden=list(m.hidden), dropout=m.dropout, latent_dim=m.latent_dim,
-               optimizer=opt.name, lr=LR_BEFORE_TUNING if opt.lr == "auto" else opt.lr,
-               weight_decay=opt.weight_decay, momentum=opt.momentum, scheduler=sched.name,
-               step_size=sched.step_size, gamma=sched.gamma,
-               label_smoothing=m.label_smoothing,
-               # Only where a mirrored image shows the same class (data/registry.py).
-               test_time_flip=m.test_time_flip and get_spec(stats["dataset"]).mirror_symmetric
-               if "dataset" in stats else False)
+    module = cls(network=m.name, in_shape=list(stats["shape"]),
+                 classes=list(stats["classes"]), mean=list(stats["mean"]),
+                 std=list(stats["std"]), channels=list(m.channels),
+                 convs_per_block=m.convs_per_block, hidden=list(m.hidden), dropout=m.dropout,
+                 latent_dim=m.latent_dim, optimizer=opt.name, lr=lr,
+                 weight_decay=opt.weight_decay, momentum=opt.momentum, scheduler=sched.name,
+                 step_size=sched.step_size, gamma=sched.gamma,
+                 label_smoothing=m.label_smoothing,
+                 # Only where a mirrored image shows the same class (data/datasets.py).
+                 test_time_flip=m.test_time_flip
+                 and get_spec(stats["dataset"]).mirror_symmetric if "dataset" in stats
+                 else False)
+    if m.channels_last and NETWORKS[m.name].convolutional:
+        module = module.to(memory_format=torch.channels_last)
+    return module

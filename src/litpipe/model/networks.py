@@ -9,9 +9,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from litpipe.model.catalog import NETWORKS
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    """What a network is built from (``model.*`` and the data's shape and statistics); every
+    network class takes one, so the builder needs no branch per network."""
+
+    in_shape: tuple[int, int, int]  # C, H, W
+    classes: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    channels: Sequence[int]
+    convs_per_block: int
+    hidden: Sequence[int]
+    dropout: float
+    latent_dim: int
 
 
 class Normalize(nn.Module):
@@ -44,14 +63,12 @@ class SmallCNN(nn.Module):
     (a small VGG) is what the default recipe uses to pass 94 % (README, "Performance").
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int,
-                 channels: Sequence[int], convs_per_block: int, hidden: Sequence[int],
-                 dropout: float, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, a: NetworkArgs) -> None:
         super().__init__()
-        c, h, w = in_shape
-        blocks: list[nn.Module] = [Normalize(mean, std)]
-        for out_c in channels:
-            for _ in range(convs_per_block):
+        c, h, w = a.in_shape
+        blocks: list[nn.Module] = [Normalize(a.mean, a.std)]
+        for out_c in a.channels:
+            for _ in range(a.convs_per_block):
                 blocks += [nn.Conv2d(c, out_c, 3, padding=1, bias=False),
                            nn.BatchNorm2d(out_c), nn.ReLU(inplace=True)]
                 c = out_c
@@ -59,8 +76,8 @@ class SmallCNN(nn.Module):
                 blocks.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
-                                  *_mlp_head(c * h * w, hidden, num_classes, dropout))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(a.dropout),
+                                  *_mlp_head(c * h * w, a.hidden, a.classes, a.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -69,13 +86,11 @@ class SmallCNN(nn.Module):
 class MLP(nn.Module):
     """A fully-connected classifier (e.g. 784-256-128-10), sizes from ``model.hidden``."""
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int,
-                 hidden: Sequence[int], dropout: float,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, a: NetworkArgs) -> None:
         super().__init__()
-        c, h, w = in_shape
-        self.net = nn.Sequential(Normalize(mean, std), nn.Flatten(),
-                                 *_mlp_head(c * h * w, hidden, num_classes, dropout))
+        c, h, w = a.in_shape
+        self.net = nn.Sequential(Normalize(a.mean, a.std), nn.Flatten(),
+                                 *_mlp_head(c * h * w, a.hidden, a.classes, a.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -89,21 +104,19 @@ class CifarCNN(nn.Module):
     grey or 32×32 colour input.
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int,
-                 hidden: Sequence[int], dropout: float,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, a: NetworkArgs) -> None:
         super().__init__()
-        c = in_shape[0]
+        c = a.in_shape[0]
         self.features = nn.Sequential(
-            Normalize(mean, std),
+            Normalize(a.mean, a.std),
             nn.Conv2d(c, 32, 3), nn.ReLU(inplace=True),
             nn.Conv2d(32, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True),
             nn.Conv2d(64, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
         with torch.no_grad():
-            n = self.features(torch.zeros(1, *in_shape)).numel()
-        self.head = nn.Sequential(nn.Flatten(), *_mlp_head(n, hidden, num_classes, dropout))
+            n = self.features(torch.zeros(1, *a.in_shape)).numel()
+        self.head = nn.Sequential(nn.Flatten(), *_mlp_head(n, a.hidden, a.classes, a.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -115,11 +128,11 @@ class AutoEncoder(nn.Module):
     Input and output are both images in [0, 1] of ``in_shape``; the loss is their MSE.
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], hidden: Sequence[int],
-                 latent_dim: int) -> None:
+    def __init__(self, a: NetworkArgs) -> None:
         super().__init__()
-        self.in_shape = tuple(in_shape)
-        n = int(torch.tensor(in_shape).prod())
+        self.in_shape = tuple(a.in_shape)
+        hidden, latent_dim = a.hidden, a.latent_dim
+        n = int(torch.tensor(a.in_shape).prod())
         enc: list[nn.Module] = [nn.Flatten()]
         width = n
         for h in hidden:
@@ -166,19 +179,13 @@ def build_network(name: str, in_shape: tuple[int, int, int], classes: int,
                   mean: Sequence[float], std: Sequence[float], channels: Sequence[int],
                   convs_per_block: int, hidden: Sequence[int], dropout: float,
                   latent_dim: int, test_time_flip: bool) -> nn.Module:
-    """Network ``name`` (``model.name``) for images of ``in_shape`` (C, H, W); a classifier
-    with ``test_time_flip`` answers for image and mirror together (:class:`MirrorAveraged`).
+    """Network ``name`` (``model.name``, an entry of :data:`NETWORKS`) for images of
+    ``in_shape`` (C, H, W); a classifier with ``test_time_flip`` answers for image and
+    mirror together (:class:`MirrorAveraged`).
     """
-    net: nn.Module
-    if name == "cnn":
-        net = SmallCNN(in_shape, classes, channels, convs_per_block, hidden, dropout, mean,
-                       std)
-    elif name == "mlp":
-        net = MLP(in_shape, classes, hidden, dropout, mean, std)
-    elif name == "cifar_cnn":
-        net = CifarCNN(in_shape, classes, hidden, dropout, mean, std)
-    elif name == "autoencoder":
-        return AutoEncoder(in_shape, hidden, latent_dim)
-    else:
-        raise ValueError(f"model.name: unknown network {name!r}")  # config admits no other
-    return MirrorAveraged(net) if test_time_flip else net
+    entry = NETWORKS[name]
+    net = entry.load()(NetworkArgs(tuple(in_shape), classes, mean, std, channels,
+                                   convs_per_block, hidden, dropout, latent_dim))
+    if test_time_flip and entry.task == "classification":
+        return MirrorAveraged(net)
+    return net

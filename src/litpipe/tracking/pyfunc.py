@@ -45,7 +45,7 @@ class ImageClassifier(PythonModel):
         ``model.json`` must lie beside ``model.onnx``: :func:`litpipe.predict.load_onnx`
         reads the input shape and class names from it and checks the two agree.
         """
-        from litpipe.exported import load_onnx
+        from litpipe.onnx_model import load_onnx
 
         onnx_path = Path(context.artifacts[ONNX_ARTIFACT])
         meta_path = Path(context.artifacts[META_ARTIFACT])
@@ -63,7 +63,7 @@ class ImageClassifier(PythonModel):
         a request to build the signature from it and to skip parsing the request into a
         tensor.
         """
-        from litpipe.exported import answers
+        from litpipe.onnx_model import answers
 
         images = np.asarray(model_input)
         shape = (len(images), *self.model.shape) if images.ndim == 4 else None

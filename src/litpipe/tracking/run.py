@@ -1,9 +1,9 @@
-"""The one MLflow run each model gets: with :mod:`.registry` (the registered models), the
+"""The one MLflow run each model gets: with :mod:`.served` (the registered model), the
 only way litpipe writes to MLflow.
 
 The train stage creates the run (:meth:`TrackedRun.start`) and names it in
 ``models/run.json``; evaluate and export attach to it (:meth:`TrackedRun.attach`) and add
-their metrics, pictures and the registered model (``registry.log_served_model``), so one
+their metrics, pictures and the registered model (``served.log_served_model``), so one
 run holds the whole story.
 
 **Outages.** A run opened with an ``outbox`` (the train stage keeps one in its resume
@@ -24,28 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from litpipe.config import Params
+from litpipe.errors import first_line
 from litpipe.formats import flatten
-from litpipe.tracking.store import (
-    TrackingError,
-    artifact_location,
-    bounded_http_retries,
-    check_store,
-)
+from litpipe.schema import Params
+from litpipe.tracking.client import TrackingError, is_outage, mlflow_client, tracking_error
+from litpipe.tracking.store import artifact_location, check_store
 
 MAX_PARAM_VALUE = 6000  # MLflow 3's limit on a param value's length
 MAX_BATCH = 100  # MLflow's limit on params (and a safe number of metrics) in one log_batch
 RETRY_AFTER_S = 30.0  # while the server is away, try it again at most this often
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """True when ``exc`` means "the server could not be reached", not "it said no"."""
-    from mlflow.exceptions import MlflowException, RestException
-
-    if isinstance(exc, RestException):  # the server answered with an API error
-        return False
-    return isinstance(exc, MlflowException | OSError | TimeoutError) or \
-        type(exc).__module__.startswith(("requests", "urllib3"))
 
 
 def read_run_file(run_json: Path) -> tuple[str, str]:
@@ -73,12 +60,9 @@ class TrackedRun:
     """One model's MLflow run; every stage logs to it through these methods."""
 
     def __init__(self, uri: str, run_id: str, outbox: Path | None = None) -> None:
-        bounded_http_retries()
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
         self.run_id = run_id
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = mlflow_client(uri)
         self.outbox = outbox
         self._last_try = 0.0
         self._warned = False
@@ -89,26 +73,23 @@ class TrackedRun:
     def start(cls, uri: str, experiment: str, name: str, tags: dict[str, str],
               outbox: Path | None = None) -> TrackedRun:
         """Create a new run in ``experiment`` (created, with a durable artifact root, if new)."""
-        bounded_http_retries()
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
+        mlflow = mlflow_client(uri)
         try:
-            exp = client.get_experiment_by_name(experiment)
+            exp = mlflow.get_experiment_by_name(experiment)
             if exp is not None:
                 exp_id = exp.experiment_id
             else:
                 try:
-                    exp_id = client.create_experiment(
+                    exp_id = mlflow.create_experiment(
                         experiment, artifact_location=artifact_location(uri))
                 except Exception:  # created concurrently by a parallel queued experiment
-                    exp = client.get_experiment_by_name(experiment)
+                    exp = mlflow.get_experiment_by_name(experiment)
                     if exp is None:
                         raise
                     exp_id = exp.experiment_id
-            run = client.create_run(exp_id, run_name=name, tags=tags)
+            run = mlflow.create_run(exp_id, run_name=name, tags=tags)
         except Exception as exc:
-            raise _tracking_error(uri, "could not create a run", exc) from None
+            raise tracking_error(uri, "could not create a run", exc) from None
         return cls(uri, run.info.run_id, outbox)
 
     @classmethod
@@ -123,7 +104,7 @@ class TrackedRun:
         try:
             return str(self.client.get_run(self.run_id).info.status)
         except Exception as exc:
-            if _is_outage(exc):
+            if is_outage(exc):
                 return None
             raise
 
@@ -133,14 +114,14 @@ class TrackedRun:
         try:
             return dict(self.client.get_run(self.run_id).data.metrics)
         except Exception as exc:
-            raise _tracking_error(self.uri, f"could not read run {self.run_id}", exc) from None
+            raise tracking_error(self.uri, f"could not read run {self.run_id}", exc) from None
 
     def last_logged_step(self, key: str) -> int:
         """The highest step logged for metric ``key`` (-1: none, or the server is away)."""
         try:
             history = self.client.get_metric_history(self.run_id, key)
         except Exception as exc:
-            if _is_outage(exc):
+            if is_outage(exc):
                 return -1
             raise
         return max((m.step for m in history), default=-1)
@@ -185,6 +166,22 @@ class TrackedRun:
         self._send({"op": "dataset", "name": str(stats["dataset"]),
                     "digest": str(stats["data_hash"])[:36], "source": source,
                     "schema": json.dumps(schema), "profile": json.dumps(profile)})
+
+    @staticmethod
+    def unfinished_ids(uri: str, experiment: str, tag: str, value: str) -> list[str]:
+        """The ids of the runs of ``experiment`` tagged ``tag = value`` that a resume would
+        have continued (RUNNING after a kill -9, KILLED after a stop): a training whose run
+        file was lost is found by its resume fingerprint."""
+        mlflow = mlflow_client(uri)
+        try:
+            exp = mlflow.get_experiment_by_name(experiment)
+            if exp is None:
+                return []
+            runs = mlflow.search_runs([exp.experiment_id], filter_string=(
+                f"tags.`{tag}` = '{value}'"))
+        except Exception as exc:
+            raise tracking_error(uri, "could not search the runs", exc) from None
+        return [r.info.run_id for r in runs if r.info.status in ("RUNNING", "KILLED")]
 
     def set_status(self, status: str) -> None:
         """``RUNNING`` (a resumed run), ``FINISHED``, ``FAILED`` or ``KILLED``."""
@@ -231,16 +228,16 @@ class TrackedRun:
         try:
             self._perform(op)
         except Exception as exc:
-            if self.outbox is None or not _is_outage(exc):
-                if _is_outage(exc):
-                    raise _tracking_error(self.uri, "did not accept a write", exc) from None
+            if self.outbox is None or not is_outage(exc):
+                if is_outage(exc):
+                    raise tracking_error(self.uri, "did not accept a write", exc) from None
                 raise
             self._last_try = time.monotonic()
             self._queue(op)
             if not self._warned:
                 self._warned = True
                 print(f"litpipe: MLflow tracking server {self.uri} is unreachable "
-                      f"({_first_line(exc)}); training goes on, and what it logs waits in "
+                      f"({first_line(exc)}); training goes on, and what it logs waits in "
                       f"{self.outbox} until the server is back", file=sys.stderr)
 
     def _queue(self, op: dict[str, Any]) -> None:
@@ -266,7 +263,7 @@ class TrackedRun:
             try:
                 self._perform(op)
             except Exception as exc:
-                if not _is_outage(exc):
+                if not is_outage(exc):
                     raise
                 rest = "".join(json.dumps(o) + "\n" for o in ops[i:])
                 tmp = self.outbox.with_suffix(".tmp")
@@ -281,10 +278,3 @@ class TrackedRun:
         return True
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _tracking_error(uri: str, what: str, exc: BaseException) -> TrackingError:
-    return TrackingError(f"MLflow tracking server {uri} {what}: {_first_line(exc)}")

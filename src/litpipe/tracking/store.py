@@ -7,9 +7,8 @@ artifacts in ``<root>/mlartifacts``. ``MLFLOW_TRACKING_URI`` overrides it, then
 
 Three things MLflow does not do for us, and why they are here:
 
-* **Bounded waits.** MLflow's HTTP client retries for minutes by default; a stage that
-  hangs that long on a dead server looks frozen. :func:`bounded_http_retries` sets seconds
-  (the environment still wins, for anyone who wants MLflow's own values).
+* **Bounded waits** (:mod:`litpipe.tracking.client`, imported here): MLflow's HTTP client
+  retries for minutes by default; a stage that hangs that long on a dead server looks frozen.
 * **Checks that fail fast, naming the URI or file.** A server whose ``/health`` answers but
   whose API hangs, or a SQLite path that cannot be written, would otherwise surface minutes
   later as a traceback; :func:`check_store` finds out in a few seconds, before training.
@@ -20,39 +19,21 @@ Three things MLflow does not do for us, and why they are here:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sqlite3
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from litpipe.config import TrackingConfig
-from litpipe.errors import LitpipeError
+from litpipe.locks import locked
 from litpipe.repo import find_repo_root
+from litpipe.schema import TrackingConfig
+from litpipe.tracking.client import TrackingError
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 CHECK_TIMEOUT_S = 5.0
-# MLflow's HTTP client: at most 3 tries, each waiting at most 15 s, with ~1 s and ~2 s
-# pauses. A dead server (connection refused) costs about 3 s; a hanging one under a minute.
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
-
-
-class TrackingError(LitpipeError):
-    """MLflow cannot be used; the message names the URI or file and what to do."""
-
-
-def bounded_http_retries() -> None:
-    """Make MLflow's HTTP retries take seconds, not minutes, unless the user set them."""
-    for key, value in HTTP_LIMITS.items():
-        os.environ.setdefault(key, value)
-
-
 def resolve_tracking_uri(cfg: TrackingConfig, root: Path | None = None) -> str:
     """``$MLFLOW_TRACKING_URI`` > ``tracking.uri`` > ``sqlite:///<repo root>/mlflow.db``."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -83,14 +64,21 @@ def artifact_location(uri: str, root: Path | None = None) -> str | None:
     return (root / ARTIFACTS_DIR).resolve().as_uri()
 
 
+_CHECKED: set[str] = set()  # the stores this process found usable
+
+
 def check_store(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
     """Fail in seconds, with one line naming the URI or file, when ``uri`` cannot be used.
 
     HTTP: ``/health`` must answer and so must the API (a half-alive server passes the
     first and hangs on the second). SQLite: the file must be writable, and its schema is
     created or migrated here, once, under a lock.
+
+    A store that passed is not checked again by the same process: the train stage's entry
+    checks before torch loads, and the training code it then calls finds it checked.
     """
-    bounded_http_retries()
+    if uri in _CHECKED:
+        return
     db = sqlite_path(uri)
     if db is not None:
         _prepare_sqlite(uri, db)
@@ -99,6 +87,7 @@ def check_store(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
         _probe(uri, f"{base}/health", "is unreachable", timeout)
         _probe(uri, f"{base}/api/2.0/mlflow/experiments/search?max_results=1",
                "answers /health but its API does not respond", timeout)
+    _CHECKED.add(uri)
 
 
 def check_tracking(cfg: TrackingConfig) -> None:
@@ -127,23 +116,12 @@ def _probe(uri: str, url: str, what: str, timeout: float) -> None:
             "tracking.uri to use the local SQLite DB.") from None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed), released on exit or death."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _prepare_sqlite(uri: str, db: Path) -> None:
     """Check ``db`` is a writable SQLite file; create/migrate MLflow's schema once, locked."""
     if not db.parent.is_dir():
         raise TrackingError(f"MLflow database {db}: its directory {db.parent} does not exist")
     try:
-        with _locked(db.with_name(db.name + ".lock")):
+        with locked(db.with_name(db.name + ".lock")):
             conn = sqlite3.connect(db, timeout=CHECK_TIMEOUT_S)
             try:
                 conn.execute("BEGIN IMMEDIATE")  # takes the write lock: proves writability
@@ -161,3 +139,38 @@ def _prepare_sqlite(uri: str, db: Path) -> None:
         raise TrackingError(f"MLflow database {db} cannot be used: {first}. If the file is "
                             "damaged, move it aside; a new one is created on the next run.") \
             from None
+
+
+def reading_uri(root: Path | None = None) -> str:
+    """The store ``litpipe predict --model`` reads: the one the pipeline writes to.
+
+    ``$MLFLOW_TRACKING_URI``, else ``tracking.uri`` of ``params.yaml`` at the repository
+    root, else the SQLite DB there. params.yaml is read as plain YAML, not validated: a
+    typo in a training knob must not stop anyone from using a registered model.
+    """
+    import yaml
+
+    root = root or find_repo_root()
+    uri = None
+    try:
+        raw = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+        if isinstance(raw, dict) and isinstance(raw.get("tracking"), dict):
+            uri = raw["tracking"].get("uri")
+    except (OSError, yaml.YAMLError):
+        pass
+    cfg = TrackingConfig.model_construct(uri=uri if isinstance(uri, str) else None,
+                                         experiment="")
+    return resolve_tracking_uri(cfg, root)
+
+
+def check_existing_store(uri: str) -> None:
+    """:func:`check_store`, but a SQLite file that does not exist is an error, not created:
+    a registry read (or a promotion) in an empty new database can only fail later, less
+    clearly."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        shown = "/" + str(db).lstrip("/") if db.is_absolute() else db  # no "//" from the URI
+        raise TrackingError(
+            f"MLflow database {shown} does not exist, so no model is registered there; run "
+            "`dvc repro` first, or set MLFLOW_TRACKING_URI to the store that holds the model")
+    check_store(uri)

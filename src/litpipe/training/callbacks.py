@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import os
 import random
 import time
 from pathlib import Path
@@ -18,7 +20,8 @@ from lightning.pytorch.callbacks import Callback
 from litpipe.cores import CoreShare
 from litpipe.data.datamodule import ArrayDataModule, epoch_seed
 from litpipe.data.pixels import to_unit_range
-from litpipe.grids import prediction_grid, reconstruction_pairs
+from litpipe.errors import LitpipeError
+from litpipe.pictures.grids import prediction_grid, reconstruction_pairs
 from litpipe.tracking.run import TrackedRun
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
@@ -52,6 +55,71 @@ class EpochSeeding(Callback):
             trainer.datamodule.set_epoch(epoch)
 
 
+HOLD_ENV = "LITPIPE_HOLD_AT_EPOCH"  # "N:DIR": see HoldAtEpoch
+
+
+class HoldAtEpoch(Callback):
+    """Holds a training at the start of epoch ``epoch`` (0-based; the previous epoch's
+    checkpoint is written) until ``directory/release`` exists, after creating
+    ``directory/held``.
+
+    For tests that signal, edit or kill a training at a known point: without it they would
+    race the training's speed. The train stage adds it only when ``LITPIPE_HOLD_AT_EPOCH``
+    is set to ``N:DIR``; a signal that arrives while it waits stops the training there.
+    """
+
+    def __init__(self, epoch: int, directory: Path) -> None:
+        self.epoch, self.directory = epoch, directory
+
+    @classmethod
+    def from_env(cls) -> HoldAtEpoch | None:
+        value = os.environ.get(HOLD_ENV)
+        if not value:
+            return None
+        epoch, _, directory = value.partition(":")
+        return cls(int(epoch), Path(directory))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch != self.epoch:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "held").touch()
+        while not (self.directory / "release").exists():
+            time.sleep(0.05)
+
+
+class NonFiniteError(LitpipeError):
+    """Training diverged: a loss or gradient norm went NaN or infinite."""
+
+
+class NonFiniteStop(Callback):
+    """Stops training at the first optimiser step whose loss or gradient norm is not finite.
+
+    Lightning's EarlyStopping notices a NaN only in the monitored validation metric, at the
+    epoch's end, and then ends the fit as a success: the run would be FINISHED and a model
+    of the last finite epoch exported, with nothing saying why. This raises instead, naming
+    the epoch, the step and what went non-finite; the train stage marks the run FAILED and
+    writes no model. Checking costs one comparison a step: the loss is already computed,
+    and the module keeps the gradient norm it tracks for the history.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        what = None
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+            what = f"the training loss is {float(loss)}"
+        elif not math.isfinite(getattr(pl_module, "grad_norm", 0.0)):
+            what = f"the gradient norm is {pl_module.grad_norm}"
+        if what is not None:
+            raise NonFiniteError(
+                f"training diverged at epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step}: {what}. Nothing was written as a model and the run "
+                "is FAILED. Try a lower optimizer.lr, gradient clipping "
+                "(trainer.gradient_clip_val: 1.0) or fp32 (trainer.precision: 32-true); "
+                "callbacks.stop_on_non_finite: false trains on regardless")
+
+
 class EpochHistory(Callback):
     """Collects one row per epoch and logs it to MLflow with ``step = epoch``.
 
@@ -65,10 +133,10 @@ class EpochHistory(Callback):
     must be the same bytes for the same params.
     """
 
-    def __init__(self, run: TrackedRun | None) -> None:
+    def __init__(self, run: TrackedRun | None, logged_upto: int = -1) -> None:
         self.run = run
         self.rows: list[dict[str, float]] = []
-        self.logged_upto = -1
+        self.logged_upto = logged_upto  # the last epoch already in MLflow (a resumed run)
         self._t0 = 0.0
         self._samples = 0
         self.samples_trained = 0  # all epochs, all ranks: what the training FLOPs count

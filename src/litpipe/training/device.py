@@ -50,8 +50,8 @@ def skip_cuda_probes() -> bool:
     Why: importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (to keep forked
     DataLoader workers safe), and with it every ``torch.cuda.is_available()`` tries to load
     the NVIDIA driver library again; Adam and AdamW ask before each step. With PyPI's
-    CUDA-enabled torch on a CPU-only machine that was about 0.45 ms a step, a third of the
-    seeds' MLP's whole step. An empty device list answers the same question (no CUDA) without
+    CUDA-enabled torch on a CPU-only machine that is a library load per step, a large share
+    of a small model's step. An empty device list answers the same question (no CUDA) without
     touching the library. A machine with a GPU, or a user who set the variable, is left as is.
     """
     if "CUDA_VISIBLE_DEVICES" in os.environ or torch.cuda.device_count() > 0:

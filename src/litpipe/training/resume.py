@@ -8,6 +8,14 @@ holds Lightning's checkpoints of the last completed epoch (``checkpoints/last.ck
 of the best one, the MLflow run id, the finder results, queued MLflow writes (``outbox.jsonl``) and,
 once training is done, ``finished.json``.
 
+Every file here is written under a temporary name and renamed, with its SHA-256 recorded
+beside it (``<name>.sha256``) before the rename; what a resume reads is checked against
+those digests first. A damaged checkpoint (a disk error, a truncation) is skipped for the
+newest intact one, with one line saying so; when none is intact, or the run file is
+damaged, training starts over in a new MLflow run and the old run, found by its resume
+fingerprint tag, is closed as FAILED: never a traceback, never a run that holds only part
+of the epochs.
+
 ``dvc repro`` after a kill finds the directory of the same fingerprint and continues from
 its last epoch into the same MLflow run; after a failure *after* training (tracking outage,
 full disk) it does not train at all. Directories of other fingerprints are stale: their runs
@@ -19,7 +27,6 @@ never remove each other's state.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -32,11 +39,14 @@ from typing import Any
 
 import lightning
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from litpipe.atomic import atomic_path, write_json
-from litpipe.config import Params
+from litpipe.atomic import atomic_path
 from litpipe.errors import LitpipeError
+from litpipe.formats import json_text
+from litpipe.locks import locked, try_lock
 from litpipe.repo import find_repo_root
+from litpipe.schema import Params
 
 RESUME_ROOT = Path(".litpipe/resume")
 # The params the train stage reads: dvc.yaml's train.params (tests/test_resume.py checks).
@@ -73,27 +83,12 @@ def fingerprint(params: Params, tracking_uri: str, stats_json: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive ``flock`` on ``path``, or None if another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 @contextlib.contextmanager
 def _root_lock(root: Path) -> Iterator[None]:
     """Serialises creating, locking and removing resume directories under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(root / ".lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 class ResumeDir:
@@ -116,7 +111,7 @@ class ResumeDir:
                 _remove_stale(other)
             path = root / fp
             path.mkdir(exist_ok=True)
-            fd = _try_lock(path / "lock")
+            fd = try_lock(path / "lock")
         if fd is None:
             raise ResumeError(f"another training run with the same params and data is using "
                               f"{path} (see the lock file there); wait for it to finish")
@@ -129,12 +124,44 @@ class ResumeDir:
         return cls((root or find_repo_root() / RESUME_ROOT) / fp)
 
     def checkpoint_to_resume(self) -> Path | None:
-        """``last.ckpt`` if training was interrupted after at least one epoch."""
-        return self.last if self.last.is_file() else None
+        """The newest intact checkpoint of an interrupted training (``last.ckpt``, else
+        ``best.ckpt``), or None. Damaged ones are named on stderr and never loaded."""
+        for ckpt in (self.last, self.checkpoints / "best.ckpt"):
+            if not ckpt.is_file():
+                continue
+            if intact(ckpt):
+                return ckpt
+            print(f"litpipe train: {ckpt} is damaged (its SHA-256 is not the one recorded "
+                  "when it was written); not resuming from it", file=sys.stderr)
+        return None
+
+    def damaged(self) -> str | None:
+        """What makes this directory unusable for a resume, or None: a run file or a
+        checkpoint that exists but fails its digest, with no intact checkpoint left."""
+        run = self.path / "run.json"
+        if run.exists() and (not intact(run) or self.run_info() is None):
+            return f"{run} is damaged"
+        ckpts = [c for c in (self.last, self.checkpoints / "best.ckpt") if c.is_file()]
+        if ckpts and not any(intact(c) for c in ckpts):
+            return f"no intact checkpoint in {self.checkpoints}"
+        return None
+
+    def reset(self) -> None:
+        """Forget everything but the lock: training starts over here."""
+        for child in self.path.iterdir():
+            if child.name == "lock":
+                continue
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
     def _read(self, name: str) -> dict[str, Any] | None:
+        path = self.path / name
+        if not intact(path):
+            return None
         try:
-            data = json.loads((self.path / name).read_text())
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
@@ -144,22 +171,22 @@ class ResumeDir:
         return self._read("run.json")
 
     def save_run_info(self, uri: str, run_id: str) -> None:
-        write_json(self.path / "run.json", {"tracking_uri": uri, "run_id": run_id,
-                                            "pid": os.getpid()})
+        write_verified(self.path / "run.json", json_text(
+            {"tracking_uri": uri, "run_id": run_id, "pid": os.getpid()}).encode())
 
     def tuning(self) -> dict[str, Any] | None:
         """What the lr / batch-size finders chose, so a resumed run does not search again."""
         return self._read("tuning.json")
 
     def save_tuning(self, tuning: dict[str, Any]) -> None:
-        write_json(self.path / "tuning.json", tuning)
+        write_verified(self.path / "tuning.json", json_text(tuning).encode())
 
     def finished(self) -> dict[str, Any] | None:
         """The facts of a training that completed (only its outputs remain to be written)."""
         return self._read("finished.json")
 
     def save_finished(self, facts: dict[str, Any]) -> None:
-        write_json(self.path / "finished.json", facts)
+        write_verified(self.path / "finished.json", json_text(facts).encode())
 
     def remove(self) -> None:
         """Delete the directory (its training is complete and its outputs written)."""
@@ -172,9 +199,54 @@ class ResumeDir:
             self._lock_fd = None
 
 
+def _digest_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_verified(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically, its SHA-256 recorded beside it first.
+
+    The digest file keeps the digests of the file's last two versions: a kill between
+    recording the new one and the rename leaves the old file, still verified.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    record = _digest_file(path)
+    try:
+        previous = record.read_text().split()[-1:]
+    except OSError:
+        previous = []
+    with atomic_path(record) as tmp:
+        tmp.write_text(" ".join([*previous, digest]) + "\n")
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(data)
+
+
+def intact(path: Path) -> bool:
+    """Whether ``path`` holds one of the versions :func:`write_verified` recorded."""
+    try:
+        known = _digest_file(path).read_text().split()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return False
+    return digest in known
+
+
+class VerifiedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through :func:`write_verified`: the resume directory's
+    checkpoints are renamed into place whole and can be checked before a resume loads them.
+    The bytes are those of Lightning's own writer (``torch.save`` into memory)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_verified(Path(path), buffer.getbuffer())
+
+
 def _remove_stale(path: Path) -> None:
     """Close the MLflow run of a stale, unlocked resume directory as KILLED; delete it."""
-    fd = _try_lock(path / "lock") if path.is_dir() else None
+    fd = try_lock(path / "lock") if path.is_dir() else None
     if fd is None:
         return  # in use by a live training run (or already gone)
     try:

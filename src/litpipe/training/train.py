@@ -12,6 +12,7 @@ processes).
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,20 +28,25 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.utilities import rank_zero_only
 
 from litpipe.atomic import write_json, write_text
-from litpipe.config import Params
 from litpipe.cores import CoreShare
 from litpipe.data.datamodule import ArrayDataModule
+from litpipe.data.processed import load_stats
 from litpipe.errors import LitpipeError
-from litpipe.model.module import LitBase, build_module
-from litpipe.model.progress import progress_bar
+from litpipe.model.catalog import NETWORKS
+from litpipe.model.module import build_module
+from litpipe.progress import progress_bar
 from litpipe.repo import MODELS, PROCESSED, REPORTS, find_repo_root
+from litpipe.schema import Params
+from litpipe.tracking.client import TrackingError
 from litpipe.tracking.run import TrackedRun
-from litpipe.tracking.store import TrackingError, check_store, resolve_tracking_uri
+from litpipe.tracking.store import check_store, resolve_tracking_uri
 from litpipe.tracking.tags import run_tags
 from litpipe.training.callbacks import (
     CoreSharing,
     EpochHistory,
     EpochSeeding,
+    HoldAtEpoch,
+    NonFiniteStop,
     ValidationImageLogger,
 )
 from litpipe.training.device import (
@@ -49,15 +55,19 @@ from litpipe.training.device import (
     skip_cuda_probes,
 )
 from litpipe.training.flops import training_flops_per_sample
-from litpipe.training.resume import ResumeDir, export_checkpoint, fingerprint
-from litpipe.training.tuning import tune
+from litpipe.training.resume import (
+    ResumeDir,
+    VerifiedCheckpointIO,
+    export_checkpoint,
+    fingerprint,
+)
+from litpipe.training.tuning import BATCH_SIZE_BEFORE_TUNING, LR_BEFORE_TUNING, tune
 
-# The batch size the batch-size finder starts from when data.batch_size is auto.
-BATCH_SIZE_BEFORE_TUNING = 64
+# The run's tag naming its resume directory: how a run whose run file was damaged is found.
+FINGERPRINT_TAG = "litpipe.resume_fingerprint"
 # Validation batches: a constant, so the train stage depends on no evaluate param. 250, not
 # larger: the default CNN's forward pass per image took twice as long at 1000 (cache misses).
 VAL_BATCH_SIZE = 250
-CONV_NETWORKS = ("cnn", "cifar_cnn")  # what model.channels_last applies to
 
 
 class OutputError(LitpipeError):
@@ -94,11 +104,12 @@ def _logger(kind: str, name: str) -> Any:
 
 
 def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
-                  run_name: str | None = None) -> L.Trainer:
+                  run_name: str | None = None, verified: bool = False) -> L.Trainer:
     """``lightning.Trainer(**params.trainer)``, deterministic, with litpipe's callbacks.
 
     ``run_name`` names the extra Lightning logger's run (``trainer.logger``); without one
-    (the finders' Trainer) nothing is logged.
+    (the finders' Trainer) nothing is logged. ``verified``: checkpoints are written with
+    their digests (the resume directory's, :class:`VerifiedCheckpointIO`).
     """
     cfg = params.trainer
     kwargs = cfg.model_dump(exclude={"profiler", "logger"})
@@ -109,13 +120,25 @@ def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
                         deterministic=True,
                         logger=_logger(cfg.logger, run_name) if run_name else False,
                         callbacks=callbacks, enable_model_summary=True,
-                        default_root_dir=workdir)
+                        default_root_dir=workdir,
+                        plugins=[VerifiedCheckpointIO()] if verified else None)
     deterministic_without_fill()
     return trainer
 
 
+def datamodule(params: Params, processed_dir: Path, batch_size: int) -> ArrayDataModule:
+    """The DataModule the train stage trains with, at ``batch_size`` (``data.batch_size``,
+    or the finder's choice when that is auto)."""
+    return ArrayDataModule(processed_dir, batch_size=batch_size, seed=params.seed,
+                           num_workers=params.data.num_workers, augment=params.data.augment,
+                           max_shift=params.data.max_shift,
+                           channels_last=params.model.channels_last
+                           and NETWORKS[params.model.name].convolutional,
+                           eval_batch_size=VAL_BATCH_SIZE)
+
+
 def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
-               resume: ResumeDir, share: CoreShare
+               resume: ResumeDir, share: CoreShare, logged_upto: int
                ) -> tuple[ModelCheckpoint, EpochHistory, list[Callback]]:
     """ModelCheckpoint and the history (read after fit), and every callback for the Trainer.
 
@@ -126,9 +149,14 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
     checkpoint = ModelCheckpoint(dirpath=resume.checkpoints, filename="best",
                                  monitor=cb.checkpoint.monitor, mode=cb.checkpoint.mode,
                                  save_top_k=1, save_last=True, save_on_train_epoch_end=True)
-    history = EpochHistory(run)
+    history = EpochHistory(run, logged_upto)
     callbacks: list[Callback] = [EpochSeeding(params.seed), checkpoint, history,
                                  CoreSharing(share)]
+    if cb.stop_on_non_finite:
+        callbacks.append(NonFiniteStop())
+    hold = HoldAtEpoch.from_env()  # tests only (training/callbacks.py says why)
+    if hold is not None:
+        callbacks.append(hold)
     if params.trainer.enable_progress_bar:
         callbacks.append(progress_bar())
     es = cb.early_stopping
@@ -150,7 +178,7 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
     return checkpoint, history, callbacks
 
 
-def _open_run(params: Params, resume: ResumeDir, uri: str, dm: ArrayDataModule,
+def _open_run(params: Params, resume: ResumeDir, uri: str, stats: dict[str, Any],
               processed_dir: Path, share: CoreShare) -> TrackedRun:
     """The MLflow run of this training: the interrupted one, continued, or a new one."""
     info = resume.run_info()
@@ -166,50 +194,72 @@ def _open_run(params: Params, resume: ResumeDir, uri: str, dm: ArrayDataModule,
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "cpu_cores": share.cores, "threads": share.threads,
                "threads_fixed_by_user": str(share.fixed_by_user).lower()}
-    tags = {**run_tags(dm.stats), **{f"litpipe.{k}": str(v) for k, v in machine.items()}}
+    tags = {**run_tags(stats), **{f"litpipe.{k}": str(v) for k, v in machine.items()},
+            FINGERPRINT_TAG: resume.path.name}
     run = TrackedRun.start(uri, params.tracking.experiment, run_name(params), tags,
                            outbox=resume.outbox)
     resume.save_run_info(uri, run.run_id)
     run.log_params(params)
-    run.log_dataset(dm.stats, source=str(processed_dir.resolve()))
+    run.log_dataset(stats, source=str(processed_dir.resolve()))
     return run
 
 
-def _tuned(params: Params, module: LitBase, dm: ArrayDataModule, resume: ResumeDir
+def _tuned(params: Params, processed_dir: Path, stats: dict[str, Any], resume: ResumeDir
            ) -> dict[str, Any]:
-    """The finders' choices: run them once, reuse them when resuming.
+    """The learning rate and batch size to train with (``models/tuning.json``): the params'
+    values, or the finders' choices when those are auto, found once and reused on resume.
 
-    The finders get a Trainer of their own, without litpipe's callbacks: their trial steps
-    must not write checkpoints into the resume directory or log epochs.
+    The finders search with throwaway objects and a Trainer of their own, without litpipe's
+    callbacks: their trial steps must not write checkpoints into the resume directory or log
+    epochs.
     """
     tuning = resume.tuning()
-    if tuning is None:
-        auto = "auto" in (params.optimizer.lr, params.data.batch_size)
-        trainer = build_trainer(params, [], resume.path) if auto else None
-        tuning = tune(params, trainer, module, dm, resume.path)
-        tuning = {**tuning, "lr": float(tuning["lr"]), "batch_size": int(tuning["batch_size"])}
-        if rank_zero_only.rank == 0:
-            resume.save_tuning(tuning)
-    module.lr, dm.batch_size = tuning["lr"], tuning["batch_size"]
+    if tuning is not None:
+        return tuning
+    lr, batch = params.optimizer.lr, params.data.batch_size
+    find_lr, find_batch = lr == "auto", batch == "auto"
+    if find_lr or find_batch:
+        L.seed_everything(params.seed, workers=True)
+        tuning = tune(params.tuner, build_trainer(params, [], resume.path),
+                      build_module(params, stats, LR_BEFORE_TUNING if find_lr else lr),
+                      datamodule(params, processed_dir,
+                                 BATCH_SIZE_BEFORE_TUNING if find_batch else batch),
+                      find_lr, find_batch, resume.path)
+    else:
+        tuning = {"lr": float(lr), "batch_size": int(batch), "lr_tuned": False,
+                  "batch_size_tuned": False}
+    if rank_zero_only.rank == 0:
+        resume.save_tuning(tuning)
     return tuning
 
 
-def _fit(params: Params, dm: ArrayDataModule, module: LitBase, run: TrackedRun | None,
+def _fit(params: Params, processed_dir: Path, stats: dict[str, Any], run: TrackedRun | None,
          resume: ResumeDir, share: CoreShare) -> dict[str, Any] | None:
-    """Train (or continue training); return the facts the outputs need (rank 0 only)."""
-    checkpoint, history, callbacks = _callbacks(params, dm, run, resume, share)
-    trainer = build_trainer(params, callbacks, resume.path,
-                            run_name=run.run_id if run is not None else "litpipe")
+    """Train (or continue training); return the facts the outputs need (rank 0 only).
+
+    One way through: the learning rate and batch size are decided first, then the
+    DataModule, the LightningModule, the callbacks and the Trainer are each built once
+    with their final arguments.
+    """
+    tuning = _tuned(params, processed_dir, stats, resume)
+    # The initial weights are drawn here, from the seed, whatever the finders drew.
+    L.seed_everything(params.seed, workers=True)
+    dm = datamodule(params, processed_dir, tuning["batch_size"])
+    module = build_module(params, stats, tuning["lr"])
     # Every rank must load the same checkpoint; across machines each has its own resume
     # directory, so a multi-node run does not resume (it starts again from epoch 0).
     ckpt_path = resume.checkpoint_to_resume() if params.trainer.num_nodes == 1 else None
+    logged_upto = -1
     if ckpt_path is not None:
         if run is not None:
-            history.logged_upto = run.last_logged_step("train_loss")
+            logged_upto = run.last_logged_step("train_loss")
         done = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
         print(f"litpipe train: continuing from {ckpt_path} (epoch {done + 1} of "
               f"{params.trainer.max_epochs} done)")
-    tuning = _tuned(params, module, dm, resume)
+    checkpoint, history, callbacks = _callbacks(params, dm, run, resume, share, logged_upto)
+    trainer = build_trainer(params, callbacks, resume.path,
+                            run_name=run.run_id if run is not None else "litpipe",
+                            verified=True)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
@@ -255,39 +305,32 @@ def train(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MO
     ``models_dir`` and the per-epoch history into ``reports_dir``."""
     uri = resolve_tracking_uri(params.tracking)
     if rank_zero_only.rank == 0:  # only rank 0 talks to MLflow
-        check_store(uri)  # before any training: seconds, naming the URI or file
+        check_store(uri)  # before any training (a no-op when the stage entry checked it)
     skip_cuda_probes()
-    L.seed_everything(params.seed, workers=True)
-    batch = params.data.batch_size
-    channels_last = params.model.channels_last and params.model.name in CONV_NETWORKS
-    dm = ArrayDataModule(processed_dir, seed=params.seed, num_workers=params.data.num_workers,
-                         augment=params.data.augment, max_shift=params.data.max_shift,
-                         channels_last=channels_last,
-                         batch_size=BATCH_SIZE_BEFORE_TUNING if batch == "auto" else batch,
-                         eval_batch_size=VAL_BATCH_SIZE)
-    module = build_module(params, dm.stats)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    stats = load_stats(processed_dir)
     fp = fingerprint(params, uri, processed_dir / "stats.json")
     with CoreShare() as share:
-        if rank_zero_only.rank != 0:
-            _fit(params, dm, module, None, ResumeDir.peek(fp), share)
+        if rank_zero_only.rank != 0:  # only rank 0 talks to MLflow and writes outputs
+            _fit(params, processed_dir, stats, None, ResumeDir.peek(fp), share)
             return {"rank": rank_zero_only.rank}
-        return _train_rank_zero(params, dm, module, fp, uri, share, processed_dir,
-                                models_dir, reports_dir)
+        return _train_rank_zero(params, processed_dir, stats, fp, uri, share, models_dir,
+                                reports_dir)
 
 
-def _train_rank_zero(params: Params, dm: ArrayDataModule, module: LitBase, fp: str, uri: str,
-                     share: CoreShare, processed_dir: Path, models_dir: Path,
+def _train_rank_zero(params: Params, processed_dir: Path, stats: dict[str, Any], fp: str,
+                     uri: str, share: CoreShare, models_dir: Path,
                      reports_dir: Path) -> dict[str, Any]:
     """Rank 0's part of :func:`train`: the MLflow run, training, and the outputs."""
     resume = ResumeDir.open(fp)
     run: TrackedRun | None = None
     try:
-        run = _open_run(params, resume, uri, dm, processed_dir, share)
+        problem = resume.damaged()
+        if problem is not None:
+            _start_over(params, resume, uri, problem)
+        run = _open_run(params, resume, uri, stats, processed_dir, share)
         facts = resume.finished()
         if facts is None:
-            facts = _fit(params, dm, module, run, resume, share)
+            facts = _fit(params, processed_dir, stats, run, resume, share)
             assert facts is not None
         else:
             print(f"litpipe train: training had finished ({resume.path}); writing outputs")
@@ -313,6 +356,20 @@ def _train_rank_zero(params: Params, dm: ArrayDataModule, module: LitBase, fp: s
         raise
     finally:
         resume.release()
+
+
+def _start_over(params: Params, resume: ResumeDir, uri: str, problem: str) -> None:
+    """Damaged resume state: close the interrupted run as FAILED (found by its run file, or
+    by its fingerprint tag when that file is what was damaged) and forget the state, so
+    training starts over in a new run that will hold every epoch."""
+    print(f"litpipe train: {problem}; starting over in a new MLflow run", file=sys.stderr)
+    info = resume.run_info()
+    ids = {info["run_id"]} if info is not None and info.get("tracking_uri") == uri else set()
+    ids |= set(TrackedRun.unfinished_ids(uri, params.tracking.experiment, FINGERPRINT_TAG,
+                                      resume.path.name))
+    for run_id in sorted(ids):
+        TrackedRun(uri, run_id).set_status("FAILED")
+    resume.reset()
 
 
 def _finish(params: Params, run: TrackedRun, resume: ResumeDir, facts: dict[str, Any],

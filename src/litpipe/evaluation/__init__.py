@@ -1,0 +1,1 @@
+"""The evaluate stage: test metrics, confusion matrix and pictures."""

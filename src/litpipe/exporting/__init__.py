@@ -1,0 +1,1 @@
+"""The export stage: ONNX and TorchScript, the parity check, the served model."""

@@ -1,0 +1,320 @@
+"""The pipeline against a real tracking server, and a dead server stopping the train stage.
+
+A team's MLflow is a server with a database behind it, not the SQLite file the tests use
+elsewhere: here `scripts/mlflow_server.sh` starts `mlflow server` on Debian's PostgreSQL with
+artifacts served over HTTP (`--serve-artifacts`), all on loopback, and `dvc repro` of a tiny
+digits config runs with `MLFLOW_TRACKING_URI` pointing at it. Everything is then read back the
+way a user would, through the server's REST API, plus one look into PostgreSQL itself to show
+that is where the run really went.
+
+A server that is down, or that accepts connections and never answers, must stop the train
+stage within seconds (exit 2, the URI in the message) and leave `models/` untouched, instead
+of training for minutes and failing at the first log call.
+
+The stack boots in the background (about 20 s: PostgreSQL plus MLflow's schema migrations)
+while the dead-server tests run, which keeps this file near a minute. Where PostgreSQL or
+psycopg2 is missing, the server test is skipped, saying which; the dead-server tests need
+neither.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.dvc_queue import run_queue
+from tests.helpers.repo import ROOT, configure_tiny_digits, make_repo_copy, pipeline_env, run
+from tests.helpers.servers import stack_unavailable
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT = ROOT / "scripts/mlflow_server.sh"
+FAIL_FAST_S = 15.0  # the train stage must give up on a dead server within this
+
+
+class Stack:
+    """scripts/mlflow_server.sh's stack in ``directory``, started in the background.
+
+    The script is given this process's pid as ``OWNER_PID``, so its watchdog stops the
+    servers even when pytest is killed before the fixture's teardown.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._uri: str | None = None
+        self._proc = subprocess.Popen(
+            [str(SCRIPT), "start", str(directory)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "OWNER_PID": str(os.getpid())},
+            start_new_session=True)
+
+    def uri(self, timeout: float = 180) -> str:
+        """Wait for the script (it returns once /health answers) and return the URI."""
+        if self._uri is None:
+            try:
+                out, err = self._proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGTERM)
+                out, err = self._proc.communicate()
+                raise AssertionError(f"mlflow_server.sh start took over {timeout:.0f} s:\n"
+                                     f"{out}{err}") from None
+            assert self._proc.returncode == 0, f"mlflow_server.sh start failed:\n{out}{err}"
+            line = out.strip().splitlines()[-1]
+            assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:"), out
+            self._uri = line.split("=", 1)[1]
+        return self._uri
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:  # still starting: let it finish, then stop it
+            try:
+                self._proc.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        subprocess.run([str(SCRIPT), "stop", str(self.dir)], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _boot_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
+    """Start booting the stack as the module starts, so the boot overlaps the other tests."""
+    if stack_unavailable():
+        yield None
+        return
+    stack = Stack(tmp_path_factory.mktemp("mlflow-stack"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def tracking_server(_boot_stack: Stack | None) -> Stack:
+    reason = stack_unavailable()
+    if reason or _boot_stack is None:
+        pytest.skip(reason or "stack not started")
+    _boot_stack.uri()
+    return _boot_stack
+
+
+def tiny_repo(dest: Path) -> Path:
+    """A repository copy configured for a seconds-long digits run, params committed."""
+    repo = make_repo_copy(dest)
+    configure_tiny_digits(repo)
+    return repo
+
+
+def tree(path: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``path`` with its bytes and mtime: "untouched" means equal trees."""
+    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# --- a dead tracking server stops the train stage -------------------------------------------
+
+@pytest.fixture(scope="module")
+def split_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo copy after `dvc repro split`, with outputs of an earlier train run in models/."""
+    repo = tiny_repo(tmp_path_factory.mktemp("dead-server") / "repo")
+    run(["dvc", "repro", "split"], repo, timeout=120)
+    (repo / "models").mkdir()
+    (repo / "models/best.ckpt").write_bytes(b"an earlier, complete checkpoint")
+    (repo / "models/run.json").write_text('{"run_id": "earlier"}\n')
+    return repo
+
+
+@pytest.fixture
+def refused_uri() -> str:
+    """A loopback port nothing listens on: connections are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def silent_uri() -> Iterator[str]:
+    """A socket that listens (the kernel completes the TCP handshake) but never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("server", ["refused_uri", "silent_uri"])
+def test_dead_server_stops_train_stage_fast(server: str, split_repo: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    uri = request.getfixturevalue(server)
+    models_before = tree(split_repo / "models")
+    reports = split_repo / "reports"
+    reports_before = tree(reports) if reports.exists() else None
+    env = {**pipeline_env(), "MLFLOW_TRACKING_URI": uri}
+
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "stages/train.py"], cwd=split_repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - t0
+
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert elapsed < FAIL_FAST_S, f"train stage took {elapsed:.1f} s to give up on {uri}"
+    assert f"MLflow tracking server {uri} is unreachable" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert tree(split_repo / "models") == models_before  # nothing created, changed or removed
+    assert (tree(reports) if reports.exists() else None) == reports_before
+
+
+# --- the whole pipeline against the PostgreSQL-backed server --------------------------------
+
+@pytest.fixture(scope="module")
+def repro(tracking_server: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dvc repro` of the tiny config with MLFLOW_TRACKING_URI set to the server."""
+    repo = tiny_repo(tmp_path_factory.mktemp("server-repro") / "repo")
+    env = {**pipeline_env(), "MLFLOW_TRACKING_URI": tracking_server.uri()}
+    proc = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return repo
+
+
+def test_one_complete_run_on_the_server(tracking_server: Stack, repro: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri, repo = tracking_server.uri(), repro
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # any default MLflow picks is the server
+    summary = json.loads((repo / "models/run.json").read_text())
+    assert summary["tracking_uri"] == uri
+    assert not (repo / "mlflow.db").exists() and not (repo / "mlartifacts").exists()
+
+    client = MlflowClient(tracking_uri=uri)
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    [run_] = client.search_runs(exp_ids)  # exactly one run on the server
+    run_id = run_.info.run_id
+    assert run_id == summary["run_id"] and run_.info.status == "FINISHED"
+    assert client.get_experiment(run_.info.experiment_id).name == "litpipe"
+
+    # Params: all of params.yaml, flattened.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert run_.data.params["data.dataset"] == "digits"
+    assert run_.data.params["trainer.max_epochs"] == "2"
+    assert run_.data.params["optimizer.lr"] == str(params["optimizer"]["lr"])
+    stats = json.loads((repo / "data/processed/stats.json").read_text())
+    assert run_.data.tags["dataset.hash"] == stats["data_hash"]
+
+    # Per-epoch curves, step = epoch, equal to the stage's own history file.
+    with open(repo / "reports/train_history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    assert len(history) == 2
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        points = client.get_metric_history(run_id, key)
+        assert [m.step for m in points] == [0, 1], key
+        assert [m.value for m in points] == pytest.approx(
+            [float(row[key]) for row in history], rel=1e-5), key
+
+    # Test metrics, equal to reports/metrics.json.
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    for key in ("test_acc", "test_macro_f1", "test_loss"):
+        assert run_.data.metrics[key] == pytest.approx(metrics[key], abs=1e-6), key
+    assert "onnx_max_abs_diff" in run_.data.metrics
+
+    # Artifacts went through the server (proxied URI, files in its artifacts directory)
+    # and come back byte for byte.
+    assert run_.info.artifact_uri.startswith("mlflow-artifacts:"), run_.info.artifact_uri
+    listed = {f.path for d in ("evaluate", "config", "checkpoint", "export", "val_predictions")
+              for f in client.list_artifacts(run_id, d)}
+    assert {"evaluate/samples.png", "evaluate/confusion.png", "evaluate/metrics.json",
+            "config/params.yaml", "checkpoint/best.ckpt", "export/model.onnx",
+            "val_predictions/epoch_000.png", "val_predictions/epoch_001.png"} <= listed
+    got = Path(client.download_artifacts(run_id, "evaluate/samples.png", str(tmp_path)))
+    assert got.read_bytes() == (repo / "reports/samples.png").read_bytes()
+    on_server = list((tracking_server.dir / "artifacts").rglob("evaluate/samples.png"))
+    assert [p.read_bytes() for p in on_server] == [got.read_bytes()]
+
+    # The served model (a pyfunc around the ONNX file), registered as version 1 with the
+    # alias candidate, downloaded from the server's registry the way a user would: the
+    # `mlflow` CLI in a fresh process, told only MLFLOW_TRACKING_URI. (In this process,
+    # earlier tests' in-process export stages have set MLflow's global tracking URI, which
+    # `models:/` resolution would use instead.)
+    [version] = client.search_model_versions("name='litpipe-classifier'")
+    assert (version.version, version.run_id) == ("1", run_id)
+    model_dir = tmp_path / "model"
+    fetched = subprocess.run(
+        [str(Path(sys.executable).parent / "mlflow"), "artifacts", "download",
+         "--artifact-uri", "models:/litpipe-classifier/1", "--dst-path", str(model_dir)],
+        env={**pipeline_env(), "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path, capture_output=True,
+        text=True, timeout=120)
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    assert mlmodel["run_id"] == run_id and "python_function" in mlmodel["flavors"]
+    assert mlmodel["signature"]["inputs"] and (model_dir / "artifacts/model.onnx").is_file()
+    # What `litpipe gate --promote` reads through the server: the run's version, by run id,
+    # with the SHA-256 of the export it holds (search results carry tags, not aliases).
+    from litpipe.tracking import models
+
+    assert client.get_model_version("litpipe-classifier", "1").aliases == ["candidate"]
+    [(found, sha)] = models.versions_of_run("litpipe-classifier", run_id, uri)
+    assert found.version == "1"
+    assert sha == models.file_sha256(repo / "models/export/model.onnx")
+
+    # And the backend store really is PostgreSQL.
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=int((tracking_server.dir / "pg_port")
+                                                       .read_text()),
+                            user="mlflow", dbname="mlflow", connect_timeout=10,
+                            password=(tracking_server.dir / "pg_password").read_text().strip())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT run_uuid, status FROM runs")
+            assert cur.fetchall() == [(run_id, "FINISHED")]
+            cur.execute("SELECT name, version, run_id FROM model_versions")
+            assert cur.fetchall() == [("litpipe-classifier", 1, run_id)]
+    finally:
+        conn.close()
+
+
+def test_queued_experiments_land_on_the_server(tracking_server: Stack, repro: Path) -> None:
+    """Two `dvc exp run --queue` experiments: their workers run in temporary workspaces and
+    inherit MLFLOW_TRACKING_URI from `dvc queue start`, so they must land on the server too,
+    each complete, each with its own registered model version, and nothing stray."""
+    from mlflow.tracking import MlflowClient
+
+    uri, repo = tracking_server.uri(), repro
+    env = {**pipeline_env(), "MLFLOW_TRACKING_URI": uri}
+
+    def dvc(*args: str) -> str:
+        proc = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline run"], repo)
+    for lr in ("0.001", "0.006"):  # params.yaml has 0.004
+        dvc("exp", "run", "--queue", "-S", f"optimizer.lr={lr}")
+    status = run_queue(repo, env=env)
+    assert "Failed" not in status and status.count("Success") == 2, status
+    assert not (repo / "mlflow.db").exists()  # nothing went to the embedded default
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("litpipe")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.001", "0.004", "0.006"]
+    for r in runs:  # every run complete: curves, test metrics, export parity, artifacts
+        assert r.info.status == "FINISHED"
+        assert {"train_loss", "val_acc", "test_acc", "onnx_max_abs_diff"} <= set(r.data.metrics)
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")] == [0, 1]
+        listed = {f.path for f in client.list_artifacts(r.info.run_id, "evaluate")}
+        assert "evaluate/samples.png" in listed, listed
+    queued = [r for r in runs if r.data.params["optimizer.lr"] != "0.004"]
+    assert all(r.data.tags.get("dvc.exp_name") for r in queued)
+    versions = client.search_model_versions("name='litpipe-classifier'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
