@@ -15,7 +15,7 @@ records a run, so they can be pushed from there; this script does that, and noth
 
 The teammate's side needs no script: `dvc pull --run-cache` fetches the entries, and
 `dvc repro --pull` fetches the outputs of whichever entry matches and checks them out
-("Stage 'train' is cached - skipping run"). tests/test_remote_s3.py runs both sides.
+("Stage 'train' is cached - skipping run"). tests/e2e/test_remote_s3.py runs both sides.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def _decode_png_16(path: Path) -> np.ndarray | None:
 
     torchvision 0.29 deprecates its image codecs in favour of TorchCodec, which litpipe
     does not install; pyproject.toml pins torchvision below 0.30, so the decoder is there,
-    and tests/test_predict.py (16-bit colour PNGs) fails once it is not. Its deprecation
+    and tests/test_images.py (16-bit colour PNGs) fails once it is not. Its deprecation
     warning is silenced: it concerns litpipe's maintainers, not the user classifying images.
     """
     with warnings.catch_warnings():

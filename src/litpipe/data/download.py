@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from litpipe.atomic import write_json
-from litpipe.schema import DataConfig, Params
 from litpipe.data.archive import safe_extract
-from litpipe.data.mirrors import DownloadError, Permanent, Transient, fetch, file_url, redact
 from litpipe.data.datasets import DatasetSpec, RawFile, get_spec
+from litpipe.data.mirrors import DownloadError, Permanent, Transient, fetch, file_url, redact
 from litpipe.data.verify import (
     Expected,
     content_to,
@@ -48,7 +47,9 @@ from litpipe.data.verify import (
     size_of,
     tree_digest,
 )
+from litpipe.locks import lock, try_lock
 from litpipe.repo import RAW
+from litpipe.schema import DataConfig, Params
 
 BACKOFF_S = 0.5  # first pause before a retry; doubles per retry ...
 BACKOFF_MAX_S = 4.0  # ... up to this cap, so a retry budget of 10 costs under 40 s

@@ -31,7 +31,7 @@ def _conv_backward_flops(grad_out_shape: list[int], x_shape: list[int], w_shape:
     PyTorch's own formula leaves the groups out of the backward ("I skip those for the sake
     of brevity", torch/utils/flop_counter.py), which counts a depthwise convolution's
     backward as a dense one's, ``channels`` times too many; for ``groups=1`` both agree
-    (tests/test_flops.py).
+    (tests/training/test_flops.py).
     """
     forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))

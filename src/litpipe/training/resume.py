@@ -49,7 +49,7 @@ from litpipe.repo import find_repo_root
 from litpipe.schema import Params
 
 RESUME_ROOT = Path(".litpipe/resume")
-# The params the train stage reads: dvc.yaml's train.params (tests/test_resume.py checks).
+# The params the train stage reads: dvc.yaml's train.params (tests/training/test_resume.py checks).
 TRAIN_PARAMS = ("seed", "data.batch_size", "data.num_workers", "data.augment",
                 "data.max_shift", "model",
                 "optimizer", "scheduler", "trainer", "callbacks", "tuner", "tracking")
