@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.helpers.repo import ROOT, edit_params, pipeline_env, run
-from tests.helpers.resume import EPOCHS, last_epoch, tiny_repo, wait_until
+from tests.helpers.resume import EPOCHS, held_env, last_epoch, tiny_repo, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -72,9 +72,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_kill_9_mid_training_resumes_to_identical_outputs(reference: Path,
                                                            tmp_path: Path) -> None:
     repo = tiny_repo(tmp_path / "repo")
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=pipeline_env(),
+    hold = tmp_path / "hold"
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=held_env(hold, 3),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_until(lambda: last_epoch(repo) >= 2, "epoch 2's checkpoint")
+    wait_until(lambda: (hold / "held").exists(), "the training held at epoch 3")
+    assert last_epoch(repo) == 2
     pid = train_pid(repo)
     assert pid is not None, "train stage process not found"
     os.kill(pid, signal.SIGKILL)
@@ -101,28 +103,73 @@ def test_kill_9_mid_training_resumes_to_identical_outputs(reference: Path,
     assert not list((repo / ".litpipe/resume").glob("*/")), "resume state left behind"
 
 
-def test_sigint_exits_130_marks_the_run_killed_and_resumes(reference: Path,
-                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "name"), [(signal.SIGINT, "SIGINT (Ctrl-C)"),
+                                           (signal.SIGTERM, "SIGTERM")])
+def test_a_signal_stops_training_names_itself_marks_the_run_killed_and_resumes(
+        reference: Path, tmp_path: Path, sig: int, name: str) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, SLURM, Kubernetes): exit 128 + the signal, the
+    run KILLED, one line naming the signal; the next `dvc repro` resumes. The signal is
+    sent while the training is held at an epoch boundary, so it always lands mid-training
+    (it used to be sent after a checkpoint appeared, and lost the race on a slow CPU when
+    the tiny training had already ended)."""
     repo = tiny_repo(tmp_path / "repo")
     run(["dvc", "repro", "split"], repo)
-    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=pipeline_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: last_epoch(repo) >= 1, "epoch 1's checkpoint")
-    proc.send_signal(signal.SIGINT)
+    hold = tmp_path / "hold"
+    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo,
+                            env=held_env(hold, 2), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: (hold / "held").exists(), "the training held at epoch 2")
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-2000:]
-    assert "litpipe train: error: interrupted" in err
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert f"litpipe train: error: stopped by {name};" in err
     assert "Traceback" not in err
     [(run_id, status)] = db_rows(repo, "select run_uuid, status from runs")
     assert status == "KILLED"
 
     again = run(["dvc", "repro"], repo)
-    assert "continuing from" in again.stdout
+    assert f"(epoch 2 of {EPOCHS} done)" in again.stdout
     assert db_rows(repo, "select run_uuid, status from runs") == [(run_id, "FINISHED")]
     assert (repo / "reports/metrics.json").read_bytes() == \
         (reference / "reports/metrics.json").read_bytes()
 
 
+def test_params_edited_during_training_are_never_recorded(tmp_path: Path) -> None:
+    """Issue 20, case 1: DVC reads params.yaml again when it records a finished stage, so
+    an edit made while train ran (by hand, or by a `dvc exp run -S` DVC refused) used to be
+    recorded in dvc.lock for a model trained with the old value. The stage now fails, DVC
+    records nothing, and the next `dvc repro` trains with the new value: dvc.lock and the
+    MLflow run always agree."""
+    repo = tiny_repo(tmp_path / "repo")
+    edit_params(repo / "params.yaml", {"optimizer.weight_decay": 0.0003})
+    hold = tmp_path / "hold"
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=held_env(hold, 1),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: (hold / "held").exists(), "the training held at epoch 1")
+    edit_params(repo / "params.yaml", {"optimizer.weight_decay": 0.0004})
+    (hold / "release").touch()
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0, out[-3000:]
+    assert "litpipe train: error: params.yaml changed while the stage ran" in out
+
+    def agree() -> float | None:
+        lock = yaml.safe_load((repo / "dvc.lock").read_text()) if \
+            (repo / "dvc.lock").exists() else {}
+        recorded = lock.get("stages", {}).get("train", {}).get("params", {})
+        recorded = recorded.get("params.yaml", {}).get("optimizer", {})
+        run_ids = {r for (r,) in db_rows(repo, "select run_uuid from runs")}
+        logged = {r: v for r, v in db_rows(
+            repo, "select run_uuid, value from params where key='optimizer.weight_decay'")}
+        if recorded:  # what dvc.lock says train ran with is what the run it names logged
+            run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+            assert run_id in run_ids
+            assert float(logged[run_id]) == recorded["weight_decay"]
+        return recorded.get("weight_decay")
+
+    assert agree() is None  # nothing recorded for train
+    again = run(["dvc", "repro"], repo)
+    assert "Running stage 'train'" in again.stdout
+    assert agree() == 0.0004
 def test_going_back_to_params_restores_from_the_run_cache(tmp_path: Path) -> None:
     repo = tiny_repo(tmp_path / "repo")
     run(["dvc", "repro"], repo)

@@ -13,8 +13,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/helpers/repo.py is 2 below
 VENV_BIN = Path(sys.executable).parent
 
-# Files a pipeline copy needs; data/, models/, reports/ and the MLflow DB stay behind.
-REPO_FILES = ("dvc.yaml", "params.yaml", "stages", "pyproject.toml")
+# Files a pipeline copy needs; data/, models/, reports/ and the MLflow DB stay behind. The
+# DVC files are the committed ones, as a clone has them (`dvc init` would write a config
+# without the repository's settings, analytics off among them, and report its own use).
+REPO_FILES = ("dvc.yaml", "params.yaml", "stages", "pyproject.toml", ".dvc/config",
+              ".dvc/.gitignore", ".dvcignore")
 
 
 def pipeline_env() -> dict[str, str]:
@@ -42,6 +45,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600
 def make_repo_copy(dest: Path) -> Path:
     """A fresh git + DVC repository holding the pipeline definition and stage entries."""
     dest.mkdir(parents=True, exist_ok=True)
+    (dest / ".dvc").mkdir(exist_ok=True)
     for name in REPO_FILES:
         src = ROOT / name
         if src.is_dir():
@@ -51,7 +55,6 @@ def make_repo_copy(dest: Path) -> Path:
     # Code deps in dvc.yaml point at src/; a symlink keeps them real without copying.
     (dest / "src").symlink_to(ROOT / "src")
     run(["git", "init", "-q"], dest)
-    run(["dvc", "init", "-q"], dest)
     run(["dvc", "config", "core.autostage", "false"], dest)
     (dest / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n")
     run(["git", "add", "-A"], dest)

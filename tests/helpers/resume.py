@@ -40,3 +40,12 @@ def wait_until(cond, what: str, timeout: float = 240) -> None:  # noqa: ANN001
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def held_env(hold_dir: Path, epoch: int) -> dict[str, str]:
+    """The pipeline's environment with the train stage held at the start of ``epoch`` (its
+    previous epochs checkpointed) until ``hold_dir/release`` exists: a test that signals or
+    edits a training there cannot race the machine's speed (training/callbacks.py)."""
+    from tests.helpers.repo import pipeline_env
+
+    return {**pipeline_env(), "LITPIPE_HOLD_AT_EPOCH": f"{epoch}:{hold_dir}"}
