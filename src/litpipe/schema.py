@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from litpipe.model.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS, Task
+from litpipe.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS, Task
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits"]
 # The names come from the catalog's tables (one place per fact); a network's task decides

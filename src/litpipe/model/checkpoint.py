@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from litpipe.catalog import NETWORKS
 from litpipe.errors import LitpipeError, MissingInputError, first_line
-from litpipe.model.catalog import NETWORKS
 from litpipe.model.module import LitAutoEncoder, LitBase, LitClassifier
 
 # What to do about any bad checkpoint: the train stage writes it, DVC caches it.

@@ -13,8 +13,8 @@ import torchmetrics
 from torch import nn
 from torch.nn import functional as F
 
+from litpipe.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS
 from litpipe.data.datasets import get_spec
-from litpipe.model.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS
 from litpipe.model.networks import build_network
 from litpipe.schema import Params
 

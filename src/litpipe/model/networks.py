@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from litpipe.model.catalog import NETWORKS
+from litpipe.catalog import NETWORKS
 
 
 @dataclass(frozen=True)

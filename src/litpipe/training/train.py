@@ -28,11 +28,11 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.utilities import rank_zero_only
 
 from litpipe.atomic import write_json, write_text
+from litpipe.catalog import NETWORKS
 from litpipe.cores import CoreShare
 from litpipe.data.datamodule import ArrayDataModule
 from litpipe.data.processed import load_stats
 from litpipe.errors import LitpipeError
-from litpipe.model.catalog import NETWORKS
 from litpipe.model.module import build_module
 from litpipe.progress import progress_bar
 from litpipe.repo import MODELS, PROCESSED, REPORTS, find_repo_root

@@ -1,4 +1,4 @@
-"""litpipe/model/catalog.py: one table per fact, read by the schema and the builders."""
+"""litpipe/catalog.py: one table per fact, read by the schema and the builders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from litpipe.model.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS
+from litpipe.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS
 from litpipe.model.networks import build_network
 from litpipe.schema import ModelName, OptimizerName, SchedulerName
 
@@ -36,7 +36,7 @@ def test_every_network_builds_from_its_entry(name: str) -> None:
 def test_a_new_network_is_one_entry_and_its_class(monkeypatch: pytest.MonkeyPatch) -> None:
     """The builder has no branch per network: an entry naming any class is enough."""
     monkeypatch.setitem(NETWORKS, "tiny", type(NETWORKS["mlp"])(
-        "tests.model.test_catalog:Tiny", "classification", convolutional=False))
+        "tests.test_catalog:Tiny", "classification", convolutional=False))
     net = build_network("tiny", (1, 8, 8), 3, [0.0], [1.0], channels=[], convs_per_block=1,
                         hidden=[], dropout=0.0, latent_dim=1, test_time_flip=True)
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 3)
