@@ -46,7 +46,7 @@ def test_the_trainer_is_deterministic_without_the_nan_fill(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """deterministic=True stays on; the NaN fill of new tensors (13% of a CNN step) is off."""
     from litpipe.params import load_params
-    from litpipe.training.train import build_trainer
+    from litpipe.training.trainer import build_trainer
     from tests.helpers.repo import ROOT
 
     monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)

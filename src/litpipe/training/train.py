@@ -35,7 +35,7 @@ from litpipe.data.processed import load_stats
 from litpipe.errors import LitpipeError
 from litpipe.model.module import build_module
 from litpipe.progress import progress_bar
-from litpipe.repo import MODELS, PROCESSED, REPORTS, find_repo_root
+from litpipe.repo import MODELS, PROCESSED, REPORTS
 from litpipe.schema import Params
 from litpipe.tracking.client import TrackingError
 from litpipe.tracking.run import TrackedRun
@@ -50,17 +50,16 @@ from litpipe.training.callbacks import (
     ValidationImageLogger,
 )
 from litpipe.training.device import (
-    deterministic_without_fill,
     resolve_precision,
     skip_cuda_probes,
 )
 from litpipe.training.flops import training_flops_per_sample
 from litpipe.training.resume import (
     ResumeDir,
-    VerifiedCheckpointIO,
     export_checkpoint,
     fingerprint,
 )
+from litpipe.training.trainer import build_trainer
 from litpipe.training.tuning import BATCH_SIZE_BEFORE_TUNING, LR_BEFORE_TUNING, tune
 
 # The run's tag naming its resume directory: how a run whose run file was damaged is found.
@@ -82,48 +81,6 @@ def run_name(params: Params) -> str:
     """
     head = os.environ.get("DVC_EXP_NAME") or f"{params.model.name}-{params.data.dataset}"
     return f"{head}-{uuid.uuid4().hex[:6]}"
-
-
-def _profiler(kind: str, workdir: Path) -> Any:
-    """Lightning's profiler, writing its report to a file (logged to MLflow), or None."""
-    if kind == "none":
-        return None
-    from lightning.pytorch.profilers import AdvancedProfiler, SimpleProfiler
-
-    cls = SimpleProfiler if kind == "simple" else AdvancedProfiler
-    return cls(dirpath=workdir, filename="profile")
-
-
-def _logger(kind: str, name: str) -> Any:
-    """A Lightning logger besides litpipe's MLflow run (which logs per epoch itself)."""
-    if kind == "none":
-        return False
-    from lightning.pytorch.loggers import CSVLogger
-
-    return CSVLogger(find_repo_root() / "lightning_logs", name=name)
-
-
-def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
-                  run_name: str | None = None, verified: bool = False) -> L.Trainer:
-    """``lightning.Trainer(**params.trainer)``, deterministic, with litpipe's callbacks.
-
-    ``run_name`` names the extra Lightning logger's run (``trainer.logger``); without one
-    (the finders' Trainer) nothing is logged. ``verified``: checkpoints are written with
-    their digests (the resume directory's, :class:`VerifiedCheckpointIO`).
-    """
-    cfg = params.trainer
-    kwargs = cfg.model_dump(exclude={"profiler", "logger"})
-    kwargs["precision"] = resolve_precision(cfg.precision, cfg.accelerator)
-    if cfg.gradient_clip_val is None:  # Lightning refuses an algorithm without a value
-        kwargs["gradient_clip_algorithm"] = None
-    trainer = L.Trainer(**kwargs, profiler=_profiler(cfg.profiler, workdir),
-                        deterministic=True,
-                        logger=_logger(cfg.logger, run_name) if run_name else False,
-                        callbacks=callbacks, enable_model_summary=True,
-                        default_root_dir=workdir,
-                        plugins=[VerifiedCheckpointIO()] if verified else None)
-    deterministic_without_fill()
-    return trainer
 
 
 def datamodule(params: Params, processed_dir: Path, batch_size: int) -> ArrayDataModule:
