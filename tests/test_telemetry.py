@@ -1,5 +1,5 @@
-"""No usage reports leave a fresh clone: DVC's analytics and MLflow's telemetry are off
-unless the user opts in.
+"""No usage reports leave a fresh clone: DVC's analytics, MLflow's and ONNX Runtime's
+telemetry are off unless the user opts in.
 
 Each is checked by the configuration the tool itself reads, in a child process whose
 environment has none of the markers that would switch telemetry off anyway (pytest's own
@@ -28,7 +28,8 @@ MARKERS = ("PYTEST_CURRENT_TEST", "PYTEST_VERSION", "GITHUB_ACTIONS", "CI", "CIR
            "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION", "CLOUD_RUN_EXECUTION",
            "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME", "RUNBOT_WORKER_ID", "DVC_TEST",
            "DVC_NO_ANALYTICS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK",
-           "ITERATIVE_DO_NOT_TRACK", "_MLFLOW_TESTING_TELEMETRY")
+           "ITERATIVE_DO_NOT_TRACK", "_MLFLOW_TESTING_TELEMETRY", "ORT_DISABLE_TELEMETRY",
+           "ORT_RUNNING_UNIT_TESTS")
 
 
 def user_env(home: Path, **extra: str) -> dict[str, str]:
@@ -76,38 +77,43 @@ def test_dvc_reports_nothing_in_a_fresh_clone(tmp_path: Path) -> None:
     assert dvc_switches(repo, env)["analytics"] is True
 
 
-MLFLOW_SWITCH = """
-import importlib, json, sys
-importlib.import_module(sys.argv[1])  # what runs first: a stage's runner, or the litpipe CLI
+LIBRARY_SWITCHES = """
+import importlib, json, os, sys
+importlib.import_module(sys.argv[1])  # what runs first: a stage's runner, the CLI, the model
 import mlflow
 from mlflow.telemetry import utils
 from mlflow.telemetry.client import get_telemetry_client
 print(json.dumps({"ci_or_testing": utils._IS_IN_CI_ENV_OR_TESTING,
-                  "disabled": utils.is_telemetry_disabled(),
-                  "client": get_telemetry_client() is not None}))
+                  "mlflow_disabled": utils.is_telemetry_disabled(),
+                  "mlflow_client": get_telemetry_client() is not None,
+                  "ort_disabled": os.environ.get("ORT_DISABLE_TELEMETRY")}))
 """
 
 
-@pytest.mark.parametrize("entry", ["litpipe.stage", "litpipe.cli"])
-def test_mlflow_telemetry_is_off_for_stages_and_the_cli(entry: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("entry", ["litpipe.stage", "litpipe.cli", "litpipe.onnx_model"])
+def test_library_telemetry_is_off_for_stages_cli_and_model(entry: str, tmp_path: Path) -> None:
     """Every stage imports litpipe.stage first, `litpipe predict` and `litpipe gate` come in
-    through litpipe.cli; both import the litpipe package, which sets MLflow's switch before
-    mlflow is imported (MLflow decides once, at import)."""
-    proc = subprocess.run([sys.executable, "-c", MLFLOW_SWITCH, entry], cwd=ROOT,
+    through litpipe.cli, and the served model opens its ONNX file through litpipe.onnx_model.
+    Python runs the litpipe package's ``__init__`` before any of its modules, and it sets
+    MLflow's and ONNX Runtime's switches, so both are set before either library is imported
+    (each decides once, at import or initialisation)."""
+    proc = subprocess.run([sys.executable, "-c", LIBRARY_SWITCHES, entry], cwd=ROOT,
                           env=user_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found["ci_or_testing"] is False, "the child still looks like CI: update MARKERS"
-    assert found == {"ci_or_testing": False, "disabled": True, "client": False}
+    assert found == {"ci_or_testing": False, "mlflow_disabled": True, "mlflow_client": False,
+                     "ort_disabled": "1"}
 
 
-def test_users_can_opt_in_to_mlflow_telemetry(tmp_path: Path) -> None:
-    """The default is only a default: ``MLFLOW_DISABLE_TELEMETRY=false`` set by the user
-    survives litpipe's import (mlflow itself is not imported here: it would start
-    reporting)."""
-    code = "import os, litpipe.stage; print(os.environ['MLFLOW_DISABLE_TELEMETRY'])"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          env=user_env(tmp_path, MLFLOW_DISABLE_TELEMETRY="false"), text=True,
-                          timeout=120)
+def test_users_can_opt_in(tmp_path: Path) -> None:
+    """The defaults are only defaults: the user's ``MLFLOW_DISABLE_TELEMETRY=false`` and
+    ``ORT_DISABLE_TELEMETRY=0`` survive litpipe's import (the libraries themselves are not
+    imported here: they would start reporting)."""
+    code = ("import os, litpipe.stage; "
+            "print(os.environ['MLFLOW_DISABLE_TELEMETRY'], os.environ['ORT_DISABLE_TELEMETRY'])")
+    env = user_env(tmp_path, MLFLOW_DISABLE_TELEMETRY="false", ORT_DISABLE_TELEMETRY="0")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, env=env,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "false"
+    assert proc.stdout.split() == ["false", "0"]

@@ -51,7 +51,10 @@ class FixedPortStack:
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "MLFLOW_PORT": str(self.port), "OWNER_PID": str(os.getpid())}
+        # Without logins (loopback only): this file is about outages; logins are
+        # tests/e2e/test_tracking_server.py's.
+        env = {**os.environ, "MLFLOW_PORT": str(self.port), "OWNER_PID": str(os.getpid()),
+               "MLFLOW_AUTH": "off"}
         subprocess.run([str(SCRIPT), "start", str(self.dir)], env=env, check=True,
                        capture_output=True, text=True, timeout=300)
 

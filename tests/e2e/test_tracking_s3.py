@@ -63,9 +63,12 @@ class S3Stack:
 
 
 def server_env(s3: MotoS3) -> dict[str, str]:
-    """The server's environment: S3 keys, the endpoint, the bucket, and our pid (watchdog)."""
+    """The server's environment: S3 keys, the endpoint, the bucket, and our pid (watchdog);
+    without logins (loopback only): this file is about S3, logins are
+    tests/e2e/test_tracking_server.py's."""
     return {**with_aws(dict(os.environ)), "MLFLOW_ARTIFACTS_S3": f"s3://{BUCKET}/{PREFIX}",
-            "MLFLOW_S3_ENDPOINT_URL": s3.endpoint, "OWNER_PID": str(os.getpid())}
+            "MLFLOW_S3_ENDPOINT_URL": s3.endpoint, "OWNER_PID": str(os.getpid()),
+            "MLFLOW_AUTH": "off"}
 
 
 @pytest.fixture(scope="module")

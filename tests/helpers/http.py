@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 STALL_S = 3.0  # how long a "stall" path sleeps before answering: > any test timeout, bounded
 TRICKLE_CHUNK = 256  # bytes per write of a "trickle" path ...
 TRICKLE_PAUSE_S = 0.05  # ... and the pause between writes (about 5 kB/s)
-AUTH_USER, AUTH_PASSWORD = "reader", "s3cret"  # what an "auth" path requires
+# What an "auth" path requires: made per test session, so no password sits in the repository
+# (tests/test_secrets.py refuses committed ones).
+AUTH_USER = "reader"
+AUTH_PASSWORD = secrets.token_hex(8)
 
 
 class Routes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 # Credentials moto accepts (it accepts any); what a teammate would have in their environment.
-ACCESS_KEY = "litpipe-test-key"
-SECRET_KEY = "litpipe-test-secret"
+# Made per test session: they open nothing but this local fake server, and no key-shaped
+# value sits in the repository (tests/test_secrets.py refuses committed ones).
+ACCESS_KEY = f"litpipe-test-{secrets.token_hex(4)}"
+SECRET_KEY = secrets.token_hex(20)
 REGION = "us-east-1"
 
 # The AWS variables a process may read; removed from every environment built here first, so

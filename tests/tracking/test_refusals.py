@@ -21,7 +21,7 @@ import pytest
 
 from litpipe.tracking.client import TrackingError, describe, is_outage, refusal_status
 from litpipe.tracking.run import TrackedRun
-from litpipe.tracking.store import check_permission, check_store
+from litpipe.tracking.store import _tls_context, check_permission, check_store
 
 USER = "ci"
 
@@ -200,3 +200,23 @@ def test_refusals_are_not_outages() -> None:
         assert describe(http).startswith(f"HTTP {status}")
     assert is_outage(requests.ConnectionError("connection refused"))
     assert refusal_status(requests.ConnectionError("connection refused")) is None
+
+
+def test_probe_trusts_what_mlflow_trusts(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    """Behind a team's TLS proxy with its own CA, the probe checks certificates as MLflow's
+    client does (MLFLOW_TRACKING_SERVER_CERT_PATH, MLFLOW_TRACKING_INSECURE_TLS), and a CA
+    file that is missing is one line naming the server, not a traceback."""
+    import ssl
+
+    for name in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "REQUESTS_CA_BUNDLE",
+                 "MLFLOW_TRACKING_INSECURE_TLS"):
+        monkeypatch.delenv(name, raising=False)
+    assert _tls_context() is None  # the system's CAs, as for any https URL
+    monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    assert _tls_context().verify_mode == ssl.CERT_NONE
+    monkeypatch.delenv("MLFLOW_TRACKING_INSECURE_TLS")
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tmp_path / "missing-ca.pem"))
+    uri = "https://127.0.0.1:9"
+    with pytest.raises(TrackingError, match=f"^MLflow tracking server {uri} is unreachable"):
+        check_store(uri, timeout=1.0)

@@ -96,6 +96,10 @@ def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = M
     """Write ``models/export/{model.onnx,model.ts}`` and ``reports/export.json``; register."""
     import onnxruntime as ort
 
+    # The run, and the right to register the model, checked before the export's work: a
+    # login that may not register would otherwise be refused only at the end.
+    run = TrackedRun.attach(models_dir / "run.json")
+    run.check_can_register(params.export.registered_model)
     module = load_module(models_dir / "best.ckpt")
     net = module.net.eval()
     x, _ = load_split(processed_dir, "test")
@@ -135,7 +139,6 @@ def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = M
     # metric columns in `dvc exp show` and `dvc metrics diff`.
     report: dict[str, Any] = {k: float(f"{v:.3e}") for k, v in diffs.items()}
     write_json(reports_dir / "export.json", report)
-    run = TrackedRun.attach(models_dir / "run.json")
     run.log_metrics(diffs)
     for name in ("model.ts", "model.json", "model.onnx"):
         run.log_artifact(out_dir / name, "export")

@@ -8,7 +8,9 @@ to the version trained by ``models/run.json``'s run once the gate passes on the 
 branch. Users and servers then ask for ``models:/litpipe-classifier@champion``.
 
 Every read here pins a version number first and then reads that version, so an alias that
-moves in between cannot mix two versions. Errors are one line naming the store or URI.
+moves in between cannot mix two versions. Errors are one line naming the store or URI (and,
+on a server with logins, who was refused: moving ``champion`` is reserved to the gate's
+identity by the team server, docs/team.md).
 """
 
 from __future__ import annotations
@@ -20,8 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from litpipe.errors import LitpipeError, first_line
-from litpipe.tracking.client import TrackingError, env_restored, is_missing, mlflow_client
+from litpipe.errors import LitpipeError
+from litpipe.tracking.client import (
+    TrackingError,
+    describe,
+    env_restored,
+    is_missing,
+    mlflow_client,
+)
 
 CANDIDATE = "candidate"  # set by the export stage on the version it registers
 CHAMPION = "champion"  # moved by a passing gate on the default branch
@@ -81,7 +89,7 @@ def resolve(model_uri: str, uri: str) -> Version:
     except Exception as exc:
         if not is_missing(exc):
             raise TrackingError(f"MLflow tracking store {uri}: cannot read the registry "
-                                f"({first_line(exc)})") from None
+                                f"({describe(exc)})") from None
         raise RegistryError(f"{model_uri}: no registered model {name!r} in {uri}; run "
                             "`dvc repro` (the export stage registers it) or set "
                             "MLFLOW_TRACKING_URI to the store that holds it") from None
@@ -99,7 +107,7 @@ def resolve(model_uri: str, uri: str) -> Version:
     except Exception as exc:
         if not is_missing(exc):
             raise TrackingError(f"MLflow tracking store {uri}: cannot read {model_uri} "
-                                f"({first_line(exc)})") from None
+                                f"({describe(exc)})") from None
         if alias is not None:
             hint = ("`litpipe gate --promote` on the default branch sets it"
                     if alias == CHAMPION else "set it, or use models:/NAME/VERSION")
@@ -128,7 +136,7 @@ def download(version: Version, uri: str, dest: Path) -> Path:
                                                         dst_path=str(dest), tracking_uri=uri)
     except Exception as exc:
         raise TrackingError(f"{version} in {uri}: cannot download its files "
-                            f"({first_line(exc)})") from None
+                            f"({describe(exc)})") from None
     return Path(local)
 
 
@@ -140,7 +148,7 @@ def versions_of_run(name: str, run_id: str, uri: str) -> list[tuple[Version, str
         found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except Exception as exc:
         raise TrackingError(f"MLflow tracking store {uri}: cannot search the registry "
-                            f"({first_line(exc)})") from None
+                            f"({describe(exc)})") from None
     return [(_version(mv), (mv.tags or {}).get(ONNX_SHA256_TAG))
             for mv in sorted(found, key=lambda mv: int(mv.version))]
 
@@ -152,4 +160,4 @@ def set_alias(version: Version, alias: str, uri: str) -> None:
         client.set_registered_model_alias(version.name, alias, version.version)
     except Exception as exc:
         raise TrackingError(f"MLflow tracking store {uri}: cannot set alias {alias!r} on "
-                            f"{version} ({first_line(exc)})") from None
+                            f"{version} ({describe(exc)})") from None

@@ -11,7 +11,9 @@ directory) never lets a tracking outage stop training: a write that fails becaus
 server is unreachable is appended to the outbox, later writes queue behind it (order is
 kept), and :meth:`flush` replays the queue once the server answers again (tried at most
 every :data:`RETRY_AFTER_S`, at the end of the stage, and on the next run). Writes the
-server *refuses* (HTTP 4xx) are bugs, not outages, and raise. Without an outbox, a failure
+server *refuses* are not outages and are never queued: a 401/403 (a wrong login, a missing
+permission) is a :class:`TrackingError` naming the server and what was refused, since no
+retry would succeed; another HTTP 4xx is a bug and raises. Without an outbox, a failure
 is a :class:`TrackingError` naming the URI.
 """
 
@@ -27,8 +29,14 @@ from typing import Any
 from litpipe.errors import first_line
 from litpipe.formats import flatten
 from litpipe.schema import Params
-from litpipe.tracking.client import TrackingError, is_outage, mlflow_client, tracking_error
-from litpipe.tracking.store import artifact_location, check_store
+from litpipe.tracking.client import (
+    TrackingError,
+    is_outage,
+    mlflow_client,
+    refusal_status,
+    tracking_error,
+)
+from litpipe.tracking.store import artifact_location, check_permission, check_store
 
 MAX_PARAM_VALUE = 6000  # MLflow 3's limit on a param value's length
 MAX_BATCH = 100  # MLflow's limit on params (and a safe number of metrics) in one log_batch
@@ -97,7 +105,15 @@ class TrackedRun:
         """The run that trained the model described by ``models/run.json``."""
         uri, run_id = read_run_file(run_json)
         check_store(uri)
+        check_permission(uri, "experiment", "", "EDIT", "this stage logs to that run",
+                         run_id=run_id)
         return cls(uri, run_id)
+
+    def check_can_register(self, registered_model: str) -> None:
+        """Fail now, in one line, when this login may not register versions of
+        ``registered_model`` (EDIT on it): the export stage asks before its work, not after."""
+        check_permission(self.uri, "registered_model", registered_model, "EDIT",
+                         "the export stage registers a version of it")
 
     def status(self) -> str | None:
         """The run's status on the server (RUNNING, FINISHED, ...), or None if unreachable."""
@@ -106,6 +122,9 @@ class TrackedRun:
         except Exception as exc:
             if is_outage(exc):
                 return None
+            if refusal_status(exc):
+                raise tracking_error(self.uri, f"could not read run {self.run_id}",
+                                     exc) from None
             raise
 
     def logged_metrics(self) -> dict[str, float]:
@@ -123,6 +142,9 @@ class TrackedRun:
         except Exception as exc:
             if is_outage(exc):
                 return -1
+            if refusal_status(exc):
+                raise tracking_error(self.uri, f"could not read run {self.run_id}",
+                                     exc) from None
             raise
         return max((m.step for m in history), default=-1)
 
@@ -228,6 +250,9 @@ class TrackedRun:
         try:
             self._perform(op)
         except Exception as exc:
+            if refusal_status(exc):  # a refusal: queueing it would only fail again later
+                raise tracking_error(self.uri, f"refused a write to run {self.run_id}",
+                                     exc) from None
             if self.outbox is None or not is_outage(exc):
                 if is_outage(exc):
                     raise tracking_error(self.uri, "did not accept a write", exc) from None
@@ -263,12 +288,16 @@ class TrackedRun:
             try:
                 self._perform(op)
             except Exception as exc:
-                if not is_outage(exc):
+                refused = refusal_status(exc)
+                if not (refused or is_outage(exc)):
                     raise
                 rest = "".join(json.dumps(o) + "\n" for o in ops[i:])
                 tmp = self.outbox.with_suffix(".tmp")
                 tmp.write_text(rest)
                 os.replace(tmp, self.outbox)
+                if refused:  # what is left waits for a run with a login that may write
+                    raise tracking_error(self.uri, f"refused a queued write to run "
+                                         f"{self.run_id}", exc) from None
                 return False
         self.outbox.unlink()
         if self._warned:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from litpipe.tracking.client import env_restored, is_outage, tracking_error
+from litpipe.tracking.client import env_restored, is_outage, refusal_status, tracking_error
 from litpipe.tracking.models import (
     CANDIDATE,
     ONNX_SHA256_TAG,
@@ -118,7 +118,7 @@ def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
             registered = mlflow.register_model(info.model_uri, registered_model,
                                                tags={ONNX_SHA256_TAG: digest})
     except Exception as exc:
-        if is_outage(exc):
+        if is_outage(exc) or refusal_status(exc):
             raise tracking_error(run.uri, "could not store the model", exc) from None
         raise
     version = Version(registered_model, str(registered.version), run.run_id)
