@@ -96,11 +96,12 @@ def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = M
     """Write ``models/export/{model.onnx,model.ts}`` and ``reports/export.json``; register."""
     import onnxruntime as ort
 
-    # The run, and the right to register the model, checked before the export's work: a
-    # login that may not register would otherwise be refused only at the end.
+    # The checkpoint first (a local file, checked in a second), then the run and the right
+    # to register the model, both before the export's work: a login that may not register
+    # would otherwise be refused only at the end.
+    module = load_module(models_dir / "best.ckpt")
     run = TrackedRun.attach(models_dir / "run.json")
     run.check_can_register(params.export.registered_model)
-    module = load_module(models_dir / "best.ckpt")
     net = module.net.eval()
     x, _ = load_split(processed_dir, "test")
     batch = to_unit_range(torch.from_numpy(np.array(x[: params.export.parity_batch])))
