@@ -63,3 +63,35 @@ def test_validate_missing_or_broken_file(tmp_path: Path) -> None:
     proc = litpipe(tmp_path, "validate")
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("litpipe validate: error: params.yaml: not valid YAML")
+
+
+def test_version_and_help_follow_convention(tmp_path: Path) -> None:
+    from litpipe import __version__
+
+    version = litpipe(tmp_path, "--version")
+    assert (version.returncode, version.stdout.strip()) == (0, f"litpipe {__version__}")
+    top = litpipe(tmp_path, "--help")
+    assert top.returncode == 0 and "``" not in top.stdout and ".;" not in top.stdout
+    for name in ("validate", "gate", "predict"):
+        assert name in top.stdout
+        sub = litpipe(tmp_path, name, "--help")
+        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: litpipe {name}"), sub
+    assert "--params FILE" in litpipe(tmp_path, "validate", "--help").stdout
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`litpipe validate | head -1`: no BrokenPipeError traceback. The pipe's reading end is
+    closed before the command starts, so its first write fails, whatever the timing."""
+    import os
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "litpipe.cli", "validate"], cwd=tmp_path,
+                              env=pipeline_env(), stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert proc.stderr == "", proc.stderr
+    assert proc.returncode == 141  # 128 + SIGPIPE, as a shell reports a closed pipe
