@@ -221,6 +221,14 @@ def write_verified(path: Path, data: bytes | memoryview) -> None:
         fh.write(data)
 
 
+def _serialised(checkpoint: dict[str, Any]) -> memoryview:
+    """A checkpoint's bytes, serialised in memory as Lightning's own writer does (and so
+    that a full disk fails as a plain write's OSError, see :func:`export_checkpoint`)."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getbuffer()
+
+
 def intact(path: Path) -> bool:
     """Whether ``path`` holds one of the versions :func:`write_verified` recorded."""
     try:
@@ -238,10 +246,8 @@ class VerifiedCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_verified(Path(path), buffer.getbuffer())
+        write_verified(Path(path), _serialised(checkpoint))
 
 
 def _remove_stale(path: Path) -> None:
@@ -319,7 +325,6 @@ def export_checkpoint(src: Path, dst: Path) -> None:
     # straight into the file masks it with a RuntimeError from its zip writer's cleanup.
     # (A buffer, not a path, also because torch names the archive's inner folder after
     # the file, and the temporary name is random.)
-    buffer = io.BytesIO()
-    torch.save(ckpt, buffer)
+    data = _serialised(ckpt)
     with atomic_path(dst) as tmp, tmp.open("wb") as fh:
-        fh.write(buffer.getbuffer())
+        fh.write(data)
