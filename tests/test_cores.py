@@ -87,3 +87,25 @@ def test_an_unwritable_registry_warns_in_one_line_and_keeps_all_cores(
     assert torch.get_num_threads() == before
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot register in" in err[0] and "all cores" in err[0]
+
+
+def test_a_refused_rename_leaves_no_half_made_registration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A stage whose renames fail (a read-only disk, tests/test_stage.py) used to leave its
+    hidden, locked-then-abandoned file in the registry for good."""
+    def refuse(*_: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(cores.os, "replace", refuse)
+    with CoreShare(tmp_path):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    assert "cannot register in" in capsys.readouterr().err
+
+
+def test_a_dead_processs_half_made_registration_is_removed(tmp_path: Path) -> None:
+    (tmp_path / ".123-deadbeef").write_text("")  # nobody holds it: its process is gone
+    with CoreShare(tmp_path) as share:
+        assert share.trainings() == 1
+        assert [p.suffix for p in tmp_path.iterdir()] == [".training"]

@@ -90,7 +90,11 @@ class CoreShare:
         tmp = self.directory / f".{name}"
         self._file = lock(tmp)
         path = self.directory / f"{name}.training"
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # not left behind for every later count to skip
+            raise
         self._path = path
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -106,13 +110,15 @@ class CoreShare:
         """How many trainings are registered and alive (this one included); removes the
         files of dead ones."""
         alive = 0
-        for path in self.directory.glob("*.training"):
+        # A hidden file is a registration half made; one nobody holds belongs to a process
+        # that died (or failed) before renaming it, and is removed like a dead training's.
+        for path in [*self.directory.glob("*.training"), *self.directory.glob(".*")]:
             try:
                 fd = try_lock(path, shared=True, create=False)
-            except FileNotFoundError:  # removed meanwhile: that training just ended
+            except (FileNotFoundError, IsADirectoryError):  # gone meanwhile: it just ended
                 continue
             if fd is None:
-                alive += 1  # its owner holds the lock (this process's own file too)
+                alive += path.suffix == ".training"  # held: its owner lives (or is us)
             else:
                 path.unlink(missing_ok=True)  # nobody holds it: its process is gone
                 os.close(fd)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,12 +70,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def test_kill_9_mid_training_resumes_to_identical_outputs(reference: Path,
-                                                           tmp_path: Path) -> None:
+def test_kill_9_mid_training_resumes_to_identical_outputs(reference: Path, tmp_path: Path,
+                                                           spawn: Callable) -> None:
     repo = tiny_repo(tmp_path / "repo")
     hold = tmp_path / "hold"
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=held_env(hold, 3),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = spawn(["dvc", "repro"], cwd=repo, env=held_env(hold, 3),
+                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_until(lambda: (hold / "held").exists(), "the training held at epoch 3")
     assert last_epoch(repo) == 2
     pid = train_pid(repo)
@@ -106,7 +107,7 @@ def test_kill_9_mid_training_resumes_to_identical_outputs(reference: Path,
 @pytest.mark.parametrize(("sig", "name"), [(signal.SIGINT, "SIGINT (Ctrl-C)"),
                                            (signal.SIGTERM, "SIGTERM")])
 def test_a_signal_stops_training_names_itself_marks_the_run_killed_and_resumes(
-        reference: Path, tmp_path: Path, sig: int, name: str) -> None:
+        reference: Path, tmp_path: Path, sig: int, name: str, spawn: Callable) -> None:
     """SIGINT (Ctrl-C) and SIGTERM (kill, SLURM, Kubernetes): exit 128 + the signal, the
     run KILLED, one line naming the signal; the next `dvc repro` resumes. The signal is
     sent while the training is held at an epoch boundary, so it always lands mid-training
@@ -115,9 +116,8 @@ def test_a_signal_stops_training_names_itself_marks_the_run_killed_and_resumes(
     repo = tiny_repo(tmp_path / "repo")
     run(["dvc", "repro", "split"], repo)
     hold = tmp_path / "hold"
-    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo,
-                            env=held_env(hold, 2), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "stages/train.py"], cwd=repo, env=held_env(hold, 2),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: (hold / "held").exists(), "the training held at epoch 2")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -134,7 +134,8 @@ def test_a_signal_stops_training_names_itself_marks_the_run_killed_and_resumes(
         (reference / "reports/metrics.json").read_bytes()
 
 
-def test_params_edited_during_training_are_never_recorded(tmp_path: Path) -> None:
+def test_params_edited_during_training_are_never_recorded(tmp_path: Path,
+                                                         spawn: Callable) -> None:
     """Issue 20, case 1: DVC reads params.yaml again when it records a finished stage, so
     an edit made while train ran (by hand, or by a `dvc exp run -S` DVC refused) used to be
     recorded in dvc.lock for a model trained with the old value. The stage now fails, DVC
@@ -143,8 +144,8 @@ def test_params_edited_during_training_are_never_recorded(tmp_path: Path) -> Non
     repo = tiny_repo(tmp_path / "repo")
     edit_params(repo / "params.yaml", {"optimizer.weight_decay": 0.0003})
     hold = tmp_path / "hold"
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=held_env(hold, 1),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = spawn(["dvc", "repro"], cwd=repo, env=held_env(hold, 1),
+                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_until(lambda: (hold / "held").exists(), "the training held at epoch 1")
     edit_params(repo / "params.yaml", {"optimizer.weight_decay": 0.0004})
     (hold / "release").touch()

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,15 +81,15 @@ def stack() -> Iterator[FixedPortStack]:
         shutil.rmtree(s.dir, ignore_errors=True)
 
 
-def test_server_killed_mid_training_keeps_the_model(stack: FixedPortStack,
-                                                    tmp_path: Path) -> None:
+def test_server_killed_mid_training_keeps_the_model(stack: FixedPortStack, tmp_path: Path,
+                                                    spawn: Callable) -> None:
     from mlflow.tracking import MlflowClient
 
     repo = tiny_repo(tmp_path / "repo")
     run(["dvc", "repro", "split"], repo)
     env = {**pipeline_env(), "MLFLOW_TRACKING_URI": stack.uri}
-    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "stages/train.py"], cwd=repo, env=env,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: last_epoch(repo) >= 0, "the first epoch's checkpoint")
     stack.kill_server()
     killed = time.monotonic()

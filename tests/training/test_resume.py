@@ -41,7 +41,8 @@ def test_a_verified_file_is_intact_until_damaged(tmp_path: Path) -> None:
     assert not intact(tmp_path / "other.ckpt")
 
 
-def _interrupted(processed: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _interrupted(processed: Path, work: Path, monkeypatch: pytest.MonkeyPatch,
+                 **overrides: object) -> Path:
     """A digits training stopped at the start of epoch 3 (two epochs checkpointed), as a
     kill would leave it; the resume directory."""
     from litpipe.training.callbacks import HoldAtEpoch
@@ -53,19 +54,19 @@ def _interrupted(processed: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LITPIPE_HOLD_AT_EPOCH", f"2:{work / 'hold'}")
     monkeypatch.setattr(HoldAtEpoch, "on_train_epoch_start", stop)
     with pytest.raises(KeyboardInterrupt):
-        _train(processed, work)
+        _train(processed, work, **overrides)
     monkeypatch.delenv("LITPIPE_HOLD_AT_EPOCH")
     [resume] = [p for p in (work / ".litpipe/resume").iterdir() if p.is_dir()]
     return resume
 
 
-def _train(processed: Path, work: Path) -> dict:
+def _train(processed: Path, work: Path, **overrides: object) -> dict:
     from litpipe.params import load_params
     from litpipe.training.train import train
 
     params = load_params(ROOT / "params.ci.yaml", overrides={
         "trainer.max_epochs": 4, "callbacks.early_stopping.enabled": False,
-        "tracking.uri": f"sqlite:///{work / 'mlflow.db'}"})
+        "tracking.uri": f"sqlite:///{work / 'mlflow.db'}", **overrides})
     return train(params, processed, work / "models", work / "reports")
 
 
@@ -78,6 +79,21 @@ def _runs(work: Path) -> dict[str, tuple[str, int]]:
     return {r.info.run_id: (r.info.status,
                             len(client.get_metric_history(r.info.run_id, "train_loss")))
             for r in runs}
+
+
+def test_every_completed_epoch_is_checkpointed_even_when_it_is_not_the_best(
+        processed: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``save_last=True`` writes last.ckpt only at the epochs that improved the monitored
+    metric (Lightning 2.6): a kill after one that did not lost it. With the highest val_loss
+    as the "best", only epoch 0 is ever best, and last.ckpt must still hold epoch 1."""
+    import torch
+
+    resume = _interrupted(processed, work, monkeypatch, **{
+        "callbacks.checkpoint.monitor": "val_loss", "callbacks.checkpoint.mode": "max"})
+    ckpts = resume / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
+    best = torch.load(ckpts / "best.ckpt", weights_only=True, map_location="cpu")
+    assert (last["epoch"], best["epoch"]) == (1, 0)
 
 
 def test_a_truncated_checkpoint_resumes_from_the_newest_intact_one(

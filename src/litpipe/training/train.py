@@ -99,16 +99,23 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
                ) -> tuple[ModelCheckpoint, EpochHistory, list[Callback]]:
     """ModelCheckpoint and the history (read after fit), and every callback for the Trainer.
 
-    ModelCheckpoint writes into the resume directory: ``best.ckpt`` by the monitored metric,
-    and ``last.ckpt`` at the end of every epoch, which a rerun resumes from.
+    Two ModelCheckpoints write into the resume directory: ``best.ckpt`` by the monitored
+    metric, and ``last.ckpt`` at the end of every epoch, which a rerun resumes from.
+    ``save_last=True`` cannot be the second: since Lightning 2.6 it writes ``last.ckpt``
+    only at the epochs that also wrote a top-k checkpoint, so a kill after an epoch that did
+    not improve the metric would lose that epoch. The "last" callback comes second, so its
+    file also holds the "best" callback's state of the same epoch.
     """
     cb = params.callbacks
     checkpoint = ModelCheckpoint(dirpath=resume.checkpoints, filename="best",
                                  monitor=cb.checkpoint.monitor, mode=cb.checkpoint.mode,
-                                 save_top_k=1, save_last=True, save_on_train_epoch_end=True)
+                                 save_top_k=1, save_on_train_epoch_end=True)
+    every_epoch = ModelCheckpoint(dirpath=resume.checkpoints, filename=resume.last.stem,
+                                  monitor=None, save_top_k=1, save_on_train_epoch_end=True,
+                                  enable_version_counter=False)
     history = EpochHistory(run, logged_upto)
-    callbacks: list[Callback] = [EpochSeeding(params.seed), checkpoint, history,
-                                 CoreSharing(share)]
+    callbacks: list[Callback] = [EpochSeeding(params.seed), checkpoint, every_epoch,
+                                 history, CoreSharing(share)]
     if cb.stop_on_non_finite:
         callbacks.append(NonFiniteStop())
     hold = HoldAtEpoch.from_env()  # tests only (training/callbacks.py says why)
