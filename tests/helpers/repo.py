@@ -17,7 +17,8 @@ VENV_BIN = Path(sys.executable).parent
 # DVC files are the committed ones, as a clone has them (`dvc init` would write a config
 # without the repository's settings, analytics off among them, and report its own use).
 REPO_FILES = ("dvc.yaml", "params.yaml", "stages", "pyproject.toml", ".dvc/config",
-              ".dvc/.gitignore", ".dvcignore")
+              ".dvc/.gitignore", ".dvcignore",
+              ".dvc/plots")  # the `dvc plots` page .dvc/config names (plots.html_template)
 
 
 def pipeline_env() -> dict[str, str]:
