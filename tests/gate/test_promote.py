@@ -4,7 +4,8 @@
 
 One real model is trained on digits, exported and registered in a SQLite store
 (tests/helpers/registry.py) inside a throw-away git repository with ``main`` as the
-default branch. The gate runs in-process (``litpipe.gate.cli.main``), as CI runs it.
+default branch, its run tagged with the commit as the train stage tags it. The gate runs
+in-process (``litpipe.gate.cli.main``), as CI runs it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,23 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "init", "-q", "-b", "main"], base)
     run(["git", "add", "-A"], base)
     run(["git", "commit", "-qm", "model and metrics"], base)
+    tag_as_trained(base, run_id)
     return base
+
+
+def tag_as_trained(repo: Path, run_id: str) -> None:
+    """Tag ``run_id`` with the train stage's own tags (its commit, clean or not) as if it had
+    been trained in ``repo`` now: here the commit is made after the run."""
+    from mlflow.tracking import MlflowClient
+
+    from litpipe.tracking.tags import run_tags
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        tags = run_tags({}, repo)
+    client = MlflowClient(tracking_uri=sqlite_uri(repo))
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
 
 
 def write_metrics(base: Path, test_acc: float, test_loss: float = TEST_LOSS) -> None:
@@ -77,6 +94,11 @@ def write_metrics(base: Path, test_acc: float, test_loss: float = TEST_LOSS) -> 
     (base / "reports/metrics.json").write_text(json.dumps({  # every metric the gate needs
         "test_acc": test_acc, "test_loss": test_loss, "test_macro_f1": test_acc,
         "per_class_acc": {"0": test_acc}}))
+
+
+def commit_all(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)
 
 
 def gate(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -252,6 +274,7 @@ def test_run_without_a_version_is_one_line(repo: Path, run_json: Path,
     from litpipe.tracking.run import TrackedRun
 
     run_id = new_run(repo, "never exported")
+    tag_as_trained(repo, run_id)
     TrackedRun(sqlite_uri(repo), run_id).log_metrics({"test_acc": TEST_ACC})
     champion = aliases(repo).get("champion")
     code, _, err = gate(repo, capsys)
@@ -263,14 +286,79 @@ def test_run_without_a_version_is_one_line(repo: Path, run_json: Path,
 
 def test_metrics_of_another_run_are_refused(repo: Path, run_json: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """The gate passed on metrics the run did not log: its model was not what was judged."""
+    """The gate passed on metrics the run did not log: its model was not what was judged.
+    (Committed, as results are: the run's commit then differs from HEAD in reports/ only.)"""
     write_metrics(repo, 0.95)
+    commit_all(repo, "other metrics")
     try:
         code, out, err = gate(repo, capsys)
     finally:
         write_metrics(repo, TEST_ACC)
+        commit_all(repo, "the run's metrics again")
     assert code == 2 and "result: PASS" in out
     one_line(err, "the gated test_acc = 0.95 is not what run", f"logged ({TEST_ACC:g})")
+
+
+# ------------------------------------------------- only the commit's model is promoted
+
+def test_a_dirty_workspace_is_refused_in_one_line(repo: Path, run_json: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22: an experiment applied to the workspace (params.yaml modified, a new module)
+    is refused before any store is read: run.json names a store that does not exist, and
+    the line is about the workspace, not the store (nor is the store created)."""
+    params = repo / "params.yaml"
+    saved = params.read_bytes()
+    extra = repo / "src/extra.py"
+    champion = aliases(repo).get("champion")
+    run_id = json.loads(run_json.read_text())["run_id"]
+    gone = tmp_path / "gone.db"
+    run_json.write_text(json.dumps({"run_id": run_id, "tracking_uri": f"sqlite:///{gone}"}))
+    edit_params(params, {"optimizer.lr": 0.5})
+    extra.parent.mkdir()
+    extra.write_text("LR = 0.5\n")
+    try:
+        code, out, err = gate(repo, capsys)
+    finally:
+        params.write_bytes(saved)
+        shutil.rmtree(extra.parent)
+    assert code == 2 and "result: PASS" in out
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    one_line(err, "the workspace has uncommitted changes (params.yaml, src/extra.py "
+             f"(untracked)) on top of commit {head[:12]}")
+    assert not gone.exists()
+    assert aliases(repo).get("champion") == champion
+
+
+def test_a_run_from_another_commit_is_refused(repo: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The params were committed after the run: HEAD is not the commit it was trained from.
+    A later commit of results only (reports/, dvc.lock) is the commit's own model."""
+    from mlflow.tracking import MlflowClient
+
+    start = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+    trained = MlflowClient(tracking_uri=sqlite_uri(repo)).get_run(run_id).data.tags["git.commit"]
+    champion = aliases(repo).get("champion")
+    edit_params(repo / "params.yaml", {"optimizer.lr": 0.5})
+    commit_all(repo, "new lr")
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    try:
+        code, _, err = gate(repo, capsys)
+    finally:
+        run(["git", "reset", "-q", "--hard", start], repo)  # this scratch repository's
+    assert code == 2
+    one_line(err, f"was trained from commit {trained[:12]}, not from HEAD {head[:12]} "
+             "(they differ in params.yaml)")
+    assert aliases(repo).get("champion") == champion
+
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    commit_all(repo, "results")
+    try:
+        code, out, err = gate(repo, capsys)
+    finally:
+        run(["git", "reset", "-q", "--hard", start], repo)
+    assert code == 0, err
+    assert f"promoted {MODEL_NAME} version 1 (run " in out
 
 
 # ------------------------------------------------------------------ the default branch

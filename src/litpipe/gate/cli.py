@@ -42,7 +42,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--promote", action="store_true",
                         help="when the gate passes on the default branch (the baseline's), "
                         "move the registry alias 'champion' to the version trained by "
-                        "models/run.json's run")
+                        "models/run.json's run; refused unless the workspace is committed "
+                        "and that run was trained from its commit")
     parser.add_argument("--branch", metavar="NAME",
                         help="the branch being gated, for --promote (default: "
                         "$GITHUB_REF_NAME on GitHub Actions, $CI_COMMIT_BRANCH on GitLab, "

@@ -4,7 +4,7 @@ Promotion is part of the gate, not a command of its own, so that it can only fol
 verdict reached in the same process: a failing or unevaluable gate never gets here, and no
 script can promote by mistake after ignoring an exit code.
 
-Three conditions, all checked here or in :mod:`litpipe.gate.cli`:
+Four conditions, all checked here or in :mod:`litpipe.gate.cli`:
 
 * **The gate passed** (cli).
 * **On the default branch**: the branch the gate compares with (``--baseline`` or
@@ -18,6 +18,8 @@ Three conditions, all checked here or in :mod:`litpipe.gate.cli`:
   ``models/export/model.onnx`` (by its SHA-256 tag) is chosen. And the metrics the gate
   read must be the ones that run logged, so a stale ``reports/metrics.json`` cannot vouch
   for another model.
+* **The model is the commit's**: the workspace is committed and the run was trained from
+  that commit (:mod:`litpipe.gate.provenance`), checked before the registry is read.
 """
 
 from __future__ import annotations
@@ -97,16 +99,25 @@ def promote(repo: Path, registered_model: str, gated: dict[str, float]) -> str:
     """Point ``champion`` at the version of ``registered_model`` trained by the run of
     ``repo/models/run.json``; return a line saying what was promoted.
 
-    Raises :class:`PromotionError` (or a tracking error) naming what is missing: the run
-    file, the store, the run's version, or a metric disagreement.
+    Raises :class:`PromotionError`, a provenance or a tracking error naming what is missing
+    or differs: uncommitted files, the run's commit, the run file, the store, the run's
+    version, or a metric disagreement.
     """
+    from litpipe.gate.provenance import check_run_commit, check_workspace_clean
     from litpipe.tracking import models, store
+    from litpipe.tracking.client import tracking_error
     from litpipe.tracking.run import TrackedRun, read_run_file
 
+    head = check_workspace_clean(repo)  # git alone: nothing in any store is read before
     run_json = repo / MODELS / "run.json"
     uri, run_id = read_run_file(run_json)
     store.check_existing_store(uri)
-    check_metrics_are_the_runs(gated, TrackedRun(uri, run_id).logged_metrics(), run_id)
+    try:  # one read for the run's tags (its commit) and its metrics
+        data = TrackedRun(uri, run_id).client.get_run(run_id).data
+    except Exception as exc:
+        raise tracking_error(uri, f"could not read run {run_id}", exc) from None
+    check_run_commit(repo, head, run_id, dict(data.tags))
+    check_metrics_are_the_runs(gated, dict(data.metrics), run_id)
     versions = models.versions_of_run(registered_model, run_id, uri)
     if not versions:
         raise PromotionError(
