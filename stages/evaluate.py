@@ -9,4 +9,4 @@ if __name__ == "__main__":
         from litpipe.evaluation.evaluate import evaluate
 
         with CoreShare():  # its share of the cores beside other trainings and stages
-            run.summary = evaluate(run.params)
+            run.summary = evaluate(run.params, started=run.started)

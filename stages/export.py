@@ -9,4 +9,4 @@ if __name__ == "__main__":
         from litpipe.exporting.export import export
 
         with CoreShare():  # its share of the cores beside other trainings and stages
-            run.summary = export(run.params)
+            run.summary = export(run.params, started=run.started)

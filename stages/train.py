@@ -11,4 +11,4 @@ if __name__ == "__main__":
         check_tracking(run.params.tracking)
         from litpipe.training.train import train
 
-        run.summary = train(run.params)
+        run.summary = train(run.params, started=run.started)

@@ -72,7 +72,7 @@ def test_version_and_help_follow_convention(tmp_path: Path) -> None:
     assert (version.returncode, version.stdout.strip()) == (0, f"litpipe {__version__}")
     top = litpipe(tmp_path, "--help")
     assert top.returncode == 0 and "``" not in top.stdout and ".;" not in top.stdout
-    for name in ("validate", "gate", "predict"):
+    for name in ("validate", "gate", "predict", "sweep"):
         assert name in top.stdout
         sub = litpipe(tmp_path, name, "--help")
         assert sub.returncode == 0 and sub.stdout.startswith(f"usage: litpipe {name}"), sub

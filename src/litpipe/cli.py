@@ -1,4 +1,4 @@
-"""The ``litpipe`` command line: ``validate``, ``gate``, ``predict``.
+"""The ``litpipe`` command line: ``validate``, ``gate``, ``predict``, ``sweep``.
 
 Each sub-command imports what it needs only when it runs, so ``litpipe gate`` never pays for
 torch and ``litpipe validate`` answers in a fraction of a second. The pipeline's stages are
@@ -46,7 +46,14 @@ def predict(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"validate": validate, "gate": gate, "predict": predict}
+def sweep(argv: list[str]) -> int:
+    """Run an Optuna study over params.yaml, each trial a DVC experiment."""
+    from litpipe.sweep.cli import main
+
+    return main(argv)
+
+
+COMMANDS = {"validate": validate, "gate": gate, "predict": predict, "sweep": sweep}
 SUMMARY = "litpipe: validate params, gate metrics, classify images with the trained model"
 
 

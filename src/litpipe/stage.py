@@ -22,15 +22,24 @@ leaving it:
   succeeding: DVC reads the file again when it records a finished stage, and would record
   values that were not the ones used;
 * anything else keeps its traceback, because it is a bug.
+
+What the stage prints is for a person reading a log: third-party lines that tell them
+nothing true and useful, and that litpipe cannot stop at their cause, are dropped here, each
+by its exact message (:func:`quiet_third_party`); errors, other warnings and litpipe's own
+lines all show.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
+import os
+import re
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,10 +55,15 @@ from litpipe.schema import Params
 
 @dataclass
 class StageRun:
-    """What the ``with`` block works with: the validated params, and a summary to print."""
+    """What the ``with`` block works with: the validated params, and a summary to print.
+
+    ``started`` is the stage's ``time.perf_counter()`` on entering the runner: the train,
+    evaluate and export stages log their wall time from it into their MLflow run.
+    """
 
     params: Params
     summary: Any = None
+    started: float = 0.0
 
 
 def fail(name: str, message: object, status: int) -> None:
@@ -72,6 +86,63 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# Third-party warnings dropped by message, category and the module they are attributed to.
+# Each has no cause in litpipe's code to fix, and tells the user nothing they can act on.
+DROPPED_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
+    # torch deprecated LeafSpec; Lightning 2.6's own pytree helper still builds one (per run).
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\."),
+    # MLflow's signature inference: integer columns cannot hold missing values. The only one
+    # is the served model's output `class_index`, which no request ever sends.
+    (r"Hint: Inferred schema contains integer column", UserWarning, r"mlflow\."),
+)
+# Third-party log lines dropped by message (a regex, searched), per logger.
+_LIGHTNING_CHATTER = (
+    r"Tip: For seamless cloud logging",  # an advertisement, printed by every Trainer
+    # What the machine lacks; a GPU that is there but unused gets its own warning, kept.
+    r"^(GPU|TPU) available: False",
+    r"^Loading `train_dataloader` to estimate number of stepping batches",  # OneCycle's count
+)
+DROPPED_LOGS: dict[str, tuple[str, ...]] = {
+    # rank_zero_info goes through one of these two, whichever Lightning package set it last.
+    "lightning.pytorch.utilities.rank_zero": _LIGHTNING_CHATTER,
+    "lightning.fabric.utilities.rank_zero": _LIGHTNING_CHATTER,
+    # log_model checks the input example it was given; a mismatch is still a warning.
+    "mlflow.pyfunc": (r"^Validating input example against model signature$",),
+}
+# Loggers whose INFO lines only repeat params.yaml ("Seed set to 42"); warnings still show.
+QUIET_LOGGERS = ("lightning.fabric.utilities.seed",)
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records of one logger whose message matches one of some patterns."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
+def quiet_third_party() -> None:
+    """Drop the third-party lines listed above from this process's output (idempotent).
+
+    Set before the stage imports Lightning or MLflow: their loggers are the same objects
+    then, and their warnings are filtered when first raised. MLflow's artifact download
+    bars ("Downloading artifacts: 100%", twice per export, for files on a local disk) are
+    MLflow's own switch, left to the user if they set it.
+    """
+    for message, category, module in DROPPED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for name, patterns in DROPPED_LOGS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(patterns))
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def _digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -83,6 +154,7 @@ def _digest(path: Path) -> str | None:
 def stage(name: str, params_path: str | Path = "params.yaml") -> Iterator[StageRun]:
     """Run the body as pipeline stage ``name``; exit the process with its status."""
     t0 = time.perf_counter()
+    quiet_third_party()
     params_path = Path(params_path)
     before = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -95,7 +167,7 @@ def stage(name: str, params_path: str | Path = "params.yaml") -> Iterator[StageR
 def _run(name: str, params_path: Path, t0: float) -> Iterator[StageRun]:
     read = _digest(params_path)
     try:
-        run = StageRun(load_params(params_path))
+        run = StageRun(load_params(params_path), started=t0)
     except LitpipeError as exc:
         fail(name, exc, 2)
     try:

@@ -36,6 +36,7 @@ SRC = ROOT / "src" / "litpipe"
 # configured; none is a LightningModule's or a DataModule's.
 ALLOWED = {
     ("training/callbacks.py", "trainer.should_stop"),  # Lightning's way to end a fit
+    ("sweep/trial.py", "trainer.should_stop"),  # the same, for a pruned sweep trial
     ("atomic.py", "exc.filename"),  # an OSError re-raised naming the output file
     ("images.py", "Image.MAX_IMAGE_PIXELS"),  # Pillow's documented decompression limit
     ("onnx_model.py", "options.log_severity_level"),  # onnxruntime's SessionOptions

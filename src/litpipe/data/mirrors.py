@@ -134,7 +134,8 @@ def fetch(url: str, dest: Path, timeout: float, progress: bool, label: str) -> N
             got = 0
             with dest.open("wb") as out, tqdm(
                     total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                    disable=not progress, file=sys.stderr, leave=False,
+                    # None: tqdm's own "only on a terminal"; a log gets no bar.
+                    disable=None if progress else True, file=sys.stderr, leave=False,
                     mininterval=0.5) as bar:
                 while chunk := resp.read1(CHUNK):  # what has arrived; not 64 kB
                     out.write(chunk)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from litpipe.pictures.figures import (
 from litpipe.progress import progress_bar
 from litpipe.repo import MODELS, PROCESSED, REPORTS
 from litpipe.schema import Params
+from litpipe.tracking.resources import log_stage_seconds
 from litpipe.tracking.run import TrackedRun
 
 DIGITS = 6  # decimals kept in metrics.json: stable across platforms, plenty for comparing
@@ -60,8 +62,13 @@ def confusion_csv(matrix: list[list[int]], classes: list[str]) -> str:
 
 
 def evaluate(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
-             reports_dir: Path = REPORTS) -> dict[str, Any]:
-    """Test the best checkpoint; write metrics/confusion/samples; log them to the run."""
+             reports_dir: Path = REPORTS, started: float | None = None) -> dict[str, Any]:
+    """Test the best checkpoint; write metrics/confusion/samples; log them to the run.
+
+    ``started``: the stage's start (``time.perf_counter()``; the stage runner's), from which
+    its wall time is counted; by default, this call's.
+    """
+    started = time.perf_counter() if started is None else started
     L.seed_everything(params.seed, workers=True)
     run = TrackedRun.attach(models_dir / "run.json")
     module = load_module(models_dir / "best.ckpt")
@@ -111,5 +118,6 @@ def evaluate(params: Params, processed_dir: Path = PROCESSED, models_dir: Path =
                  "train_history.csv"):
         if (reports_dir / name).exists():
             run.log_artifact(reports_dir / name, "evaluate")
+    log_stage_seconds(run, "evaluate", started)  # MLflow only: metrics.json is DVC's
     return {**{k: v for k, v in metrics.items() if not isinstance(v, dict)},
             "run_id": run.run_id}

@@ -6,13 +6,15 @@ an export whose outputs drift beyond ``export.tolerance`` fails the stage rather
 shipped. ``models/export/`` keeps the plain files (``litpipe predict`` and C++/mobile users
 read them). The MLflow model is a pyfunc around the same ONNX file that answers with class
 names and probabilities (:mod:`litpipe.tracking.pyfunc`; stored as code, no pickle), logged
-with a tensor signature, input example and the input contract as metadata, registered as a
+with a tensor signature, input example and the input contract as metadata, named
+``<network>-<dataset>`` and carrying the run's final metrics and dataset, registered as a
 new version of ``export.registered_model`` and given the alias ``candidate``.
 """
 
 from __future__ import annotations
 
 import io
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,6 +30,7 @@ from litpipe.errors import LitpipeError
 from litpipe.model.checkpoint import load_module
 from litpipe.repo import MODELS, PROCESSED, REPORTS
 from litpipe.schema import Params
+from litpipe.tracking.resources import log_stage_seconds
 from litpipe.tracking.run import TrackedRun
 from litpipe.tracking.served import log_served_model
 
@@ -92,10 +95,15 @@ def _save_torchscript(module: torch.jit.ScriptModule, path: Path) -> None:
 
 
 def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
-           reports_dir: Path = REPORTS) -> dict[str, Any]:
-    """Write ``models/export/{model.onnx,model.ts}`` and ``reports/export.json``; register."""
+           reports_dir: Path = REPORTS, started: float | None = None) -> dict[str, Any]:
+    """Write ``models/export/{model.onnx,model.ts}`` and ``reports/export.json``; register.
+
+    ``started``: the stage's start (``time.perf_counter()``; the stage runner's), from which
+    its wall time is counted; by default, this call's.
+    """
     import onnxruntime as ort
 
+    started = time.perf_counter() if started is None else started
     # The checkpoint first (a local file, checked in a second), then the run and the right
     # to register the model, both before the export's work: a login that may not register
     # would otherwise be refused only at the end.
@@ -145,7 +153,13 @@ def export(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = M
         run.log_artifact(out_dir / name, "export")
     if Path("dvc.lock").exists():  # the lineage of this run's upstream stages
         run.log_artifact(Path("dvc.lock"), "config")
+    # The logged model is named for what it is, the network and the data it learnt (the
+    # train run's name without its suffix): every version of the registered model has the
+    # same registered name, so that name would tell the versions' models apart no better
+    # than "model" did.
     report["registered_version"] = log_served_model(
         run, out_dir, batch[:4].numpy(), metadata={"litpipe": meta},
-        registered_model=params.export.registered_model)
+        registered_model=params.export.registered_model,
+        name=f"{params.model.name}-{params.data.dataset}", model_type=task)
+    log_stage_seconds(run, "export", started)  # MLflow only: reports/export.json is DVC's
     return report

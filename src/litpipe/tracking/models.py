@@ -41,6 +41,8 @@ PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)"
                        r"(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))/?$")
 URI_FORMS = "models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/latest"
+# A version's source when it holds an MLflow 3 logged model: models:/<its model id>.
+LOGGED_MODEL_SOURCE = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)/?$")
 
 
 class RegistryError(LitpipeError):
@@ -54,6 +56,7 @@ class Version:
     name: str
     version: str
     run_id: str | None
+    model_id: str | None = None  # the MLflow 3 logged model it holds (its metrics, datasets)
 
     def __str__(self) -> str:
         return f"{self.name} version {self.version}"
@@ -69,7 +72,11 @@ def file_sha256(path: Path) -> str:
 
 
 def _version(mv: Any) -> Version:
-    return Version(mv.name, str(mv.version), mv.run_id or None)
+    # MLflow's SQL registry (SQLite, or a server over PostgreSQL) answers model_id None and
+    # keeps the logged model only in the version's source, models:/<model id>.
+    source = LOGGED_MODEL_SOURCE.match(str(getattr(mv, "source", "") or ""))
+    model_id = mv.model_id or (source["model_id"] if source else None)
+    return Version(mv.name, str(mv.version), mv.run_id or None, model_id)
 
 
 def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:

@@ -205,6 +205,10 @@ class TrackedRun:
             raise tracking_error(uri, "could not search the runs", exc) from None
         return [r.info.run_id for r in runs if r.info.status in ("RUNNING", "KILLED")]
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set run tags (a sweep's retried trial takes over the run it resumes)."""
+        self._send({"op": "tags", "tags": tags})
+
     def set_status(self, status: str) -> None:
         """``RUNNING`` (a resumed run), ``FINISHED``, ``FAILED`` or ``KILLED``."""
         self._send({"op": "status", "status": status})
@@ -212,7 +216,7 @@ class TrackedRun:
     # ------------------------------------------------------------- sending and queueing
 
     def _perform(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
         kind = op["op"]
         if kind == "batch":
@@ -230,6 +234,9 @@ class TrackedRun:
                               profile=op["profile"])
             self.client.log_inputs(self.run_id, datasets=[
                 DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+        elif kind == "tags":
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v)
+                                                     for k, v in op["tags"].items()])
         elif kind == "status":
             if op["status"] == "RUNNING":
                 self.client.update_run(self.run_id, status="RUNNING")

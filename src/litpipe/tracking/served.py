@@ -1,5 +1,18 @@
 """The served model: log the exported ONNX model into the model's run as an MLflow pyfunc
-model and register it as a new version with the alias ``candidate``."""
+model, link the run's final numbers and dataset to it, and register it as a new version with
+the alias ``candidate``.
+
+**Its metrics.** MLflow 3 shows a logged model's own metrics (on its page, and on each
+registered version's), and ``log_model`` links them itself: the run's metrics *at one step*,
+0 unless told otherwise. litpipe logs its curves with ``step = epoch``, so that was epoch 0's
+values (and nothing says which dataset they were measured on: "Datasets used" lists the
+datasets named by the model's metrics). No single step holds the final numbers (the test
+metrics are at step 0, the last epoch's curves at its own, MLflow's system metrics at theirs),
+so the model is created first (``mlflow.initialize_logged_model``), its files logged into it
+outside an active run (where ``log_model`` links nothing), and :func:`link_final_metrics`
+links what the run's page shows: each metric's latest value, with the run's dataset, leaving
+out what measures the machine rather than the model (:mod:`.resources`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +30,10 @@ from litpipe.tracking.models import (
     set_alias,
     versions_of_run,
 )
-from litpipe.tracking.run import TrackedRun
+from litpipe.tracking.resources import is_resource_metric
+from litpipe.tracking.run import MAX_BATCH, TrackedRun
+
+DATASET_CONTEXT = "mlflow.data.context"  # the input tag saying what a run used a dataset for
 
 
 class _Context:
@@ -65,10 +81,53 @@ def _fluent_uris(uri: str) -> Iterator[None]:
             registry_utils._registry_uri = saved_registry  # set_registry_uri(None) keeps env
 
 
+def _run_dataset(run_info: Any) -> tuple[str | None, str | None]:
+    """(name, digest) of the dataset the run trained on (its "training" input, else its
+    first), or (None, None) when it logged none."""
+    inputs = list(run_info.inputs.dataset_inputs) if run_info.inputs else []
+    training = [d for d in inputs
+                if any(t.key == DATASET_CONTEXT and t.value == "training" for t in d.tags)]
+    chosen = training or inputs
+    return (chosen[0].dataset.name, chosen[0].dataset.digest) if chosen else (None, None)
+
+
+def link_final_metrics(run: TrackedRun, model_id: str) -> int:
+    """Link the run's final numbers to logged model ``model_id``; return the step of the
+    last epoch (the highest step linked).
+
+    Each metric's latest value (the highest step; the one the run's page shows), with its
+    own step and time, named with the run's dataset; system metrics, wall times and
+    throughput are left out. Idempotent: a value the model already holds at that step is not
+    sent again (a rerun of the export logs its parity again, the same values at a later
+    time), so a rerun only adds what is new, such as a metric logged since.
+    """
+    from mlflow.entities import Metric
+
+    client = run.client
+    info = client.get_run(run.run_id)
+    dataset, digest = _run_dataset(info)
+    held = {(m.key, m.step, m.value) for m in client.get_logged_model(model_id).metrics or []}
+    linked: list[Metric] = []
+    for key in sorted(k for k in info.data.metrics if not is_resource_metric(k)):
+        history = client.get_metric_history(run.run_id, key)
+        if not history:
+            continue
+        last = max(history, key=lambda m: (m.step, m.timestamp))
+        linked.append(Metric(key, last.value, last.timestamp, last.step, model_id=model_id,
+                             dataset_name=dataset, dataset_digest=digest,
+                             run_id=run.run_id))
+    new = [m for m in linked if (m.key, m.step, m.value) not in held]
+    for i in range(0, len(new), MAX_BATCH):  # the run already holds these points: MLflow
+        client.log_batch(run.run_id, metrics=new[i: i + MAX_BATCH])  # adds only the links
+    return max((m.step for m in linked), default=0)
+
+
 def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
-                     metadata: dict[str, Any], registered_model: str) -> str | None:
-    """Log the servable pyfunc model into ``run``, register it as a new version of
-    ``registered_model`` with the alias ``candidate``; return the version number.
+                     metadata: dict[str, Any], registered_model: str, name: str,
+                     model_type: str | None = None) -> str | None:
+    """Log the servable pyfunc model into ``run`` as logged model ``name``, link the run's
+    final metrics and dataset to it, register it as a new version of ``registered_model``
+    with the alias ``candidate``; return the version number.
 
     The model is :mod:`litpipe.tracking.pyfunc` (a models-from-code file; no pickle),
     with ``export_dir``'s ``model.onnx`` and ``model.json`` as artifacts and the litpipe
@@ -78,16 +137,16 @@ def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
     (in the same request): that is how a promotion finds the version holding the work
     tree's export, and how a rerun (after a kill, or a change of a param that leaves the
     ONNX bytes as they were) finds the version it already registered: a version is
-    registered once per (run, ONNX digest), and ``candidate`` moved to it.
-
-    MLflow 3 links a logged model to a run only through its "active run", so this uses the
-    fluent API, resuming ``run`` for the call.
+    registered once per (run, ONNX digest), and ``candidate`` moved to it. The logged model
+    carries the run's params (as ``log_model`` would copy them) and is the run's output at
+    the last epoch's step.
     """
     import tempfile
 
     import mlflow
     import numpy as np
     import onnxruntime
+    from mlflow.entities import LoggedModelOutput
     from mlflow.models import infer_signature
 
     from litpipe.tracking import pyfunc
@@ -96,6 +155,14 @@ def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
     digest = file_sha256(onnx_path)
     for version, sha in versions_of_run(registered_model, run.run_id, run.uri):
         if sha == digest:
+            if version.model_id is not None:
+                try:
+                    link_final_metrics(run, version.model_id)
+                except Exception as exc:
+                    if is_outage(exc) or refusal_status(exc):
+                        raise tracking_error(run.uri, "could not link the model's metrics",
+                                             exc) from None
+                    raise
             set_alias(version, CANDIDATE, run.uri)
             return version.version
     artifacts = {pyfunc.ONNX_ARTIFACT: str(onnx_path), pyfunc.META_ARTIFACT: str(meta_path)}
@@ -107,20 +174,27 @@ def log_served_model(run: TrackedRun, export_dir: Path, example: Any,
     requirements = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
                     f"onnxruntime=={onnxruntime.__version__}"]
     try:
+        source = run.client.get_run(run.run_id)
         with _fluent_uris(run.uri), \
-                tempfile.TemporaryDirectory(prefix="litpipe-code-") as tmp, \
-                mlflow.start_run(run_id=run.run_id):
+                tempfile.TemporaryDirectory(prefix="litpipe-code-") as tmp:
+            logged = mlflow.initialize_logged_model(
+                name=name, source_run_id=run.run_id, params=dict(source.data.params),
+                model_type=model_type, experiment_id=source.info.experiment_id)
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=Path(pyfunc.__file__), artifacts=artifacts,
-                code_paths=[str(_package_copy(Path(tmp)))], signature=signature,
-                input_example=example, metadata=metadata, pip_requirements=requirements,
+                name=name, model_id=logged.model_id, python_model=Path(pyfunc.__file__),
+                artifacts=artifacts, code_paths=[str(_package_copy(Path(tmp)))],
+                signature=signature, input_example=example, metadata=metadata,
+                pip_requirements=requirements,
             )
+            step = link_final_metrics(run, logged.model_id)
+            run.client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step)])
             registered = mlflow.register_model(info.model_uri, registered_model,
                                                tags={ONNX_SHA256_TAG: digest})
     except Exception as exc:
         if is_outage(exc) or refusal_status(exc):
             raise tracking_error(run.uri, "could not store the model", exc) from None
         raise
-    version = Version(registered_model, str(registered.version), run.run_id)
+    version = Version(registered_model, str(registered.version), run.run_id,
+                      logged.model_id)
     set_alias(version, CANDIDATE, run.uri)
     return version.version

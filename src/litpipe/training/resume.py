@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,15 +104,26 @@ class ResumeDir:
         self.outbox = path / "outbox.jsonl"
 
     @classmethod
-    def open(cls, fp: str, root: Path | None = None) -> ResumeDir:
-        """Lock (creating if needed) the directory of ``fp``; remove stale ones first."""
+    def open(cls, fp: str, root: Path | None = None, wait_s: float = 0.0) -> ResumeDir:
+        """Lock (creating if needed) the directory of ``fp``; remove stale ones first.
+
+        ``wait_s``: how long to wait for a holder to let go. A sweep's retry of a dead
+        worker's trial waits, because that trial's orphaned training stops at its next batch
+        (sweep/trial.py) and leaves its checkpoints to resume from; anyone else fails at once.
+        """
         root = root or find_repo_root() / RESUME_ROOT
-        with _root_lock(root):
-            for other in sorted(p for p in root.iterdir() if p.is_dir() and p.name != fp):
-                _remove_stale(other)
-            path = root / fp
-            path.mkdir(exist_ok=True)
-            fd = try_lock(path / "lock")
+        deadline = time.monotonic() + wait_s
+        while True:
+            with _root_lock(root):
+                for other in sorted(p for p in root.iterdir()
+                                    if p.is_dir() and p.name != fp):
+                    _remove_stale(other)
+                path = root / fp
+                path.mkdir(exist_ok=True)
+                fd = try_lock(path / "lock")
+            if fd is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
         if fd is None:
             raise ResumeError(f"another training run with the same params and data is using "
                               f"{path} (see the lock file there); wait for it to finish")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ from litpipe.model.module import build_module
 from litpipe.progress import progress_bar
 from litpipe.repo import MODELS, PROCESSED, REPORTS
 from litpipe.schema import Params
+from litpipe.sweep.trial import TrialContext, TrialPruning
 from litpipe.tracking.client import TrackingError
+from litpipe.tracking.resources import log_stage_seconds, system_metrics
 from litpipe.tracking.run import TrackedRun
 from litpipe.tracking.store import check_store, resolve_tracking_uri
 from litpipe.tracking.tags import run_tags
@@ -67,6 +70,7 @@ FINGERPRINT_TAG = "litpipe.resume_fingerprint"
 # Validation batches: a constant, so the train stage depends on no evaluate param. 250, not
 # larger: the default CNN's forward pass per image took twice as long at 1000 (cache misses).
 VAL_BATCH_SIZE = 250
+RETRY_WAIT_S = 120.0  # a dead worker's training stops at its next batch (sweep/trial.py)
 
 
 class OutputError(LitpipeError):
@@ -121,6 +125,9 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
     hold = HoldAtEpoch.from_env()  # tests only (training/callbacks.py says why)
     if hold is not None:
         callbacks.append(hold)
+    trial = TrialContext.from_env()  # set by `litpipe sweep` only (sweep/trial.py)
+    if trial is not None:
+        callbacks.append(TrialPruning(trial))
     if params.trainer.enable_progress_bar:
         callbacks.append(progress_bar())
     es = cb.early_stopping
@@ -146,10 +153,13 @@ def _open_run(params: Params, resume: ResumeDir, uri: str, stats: dict[str, Any]
               processed_dir: Path, share: CoreShare) -> TrackedRun:
     """The MLflow run of this training: the interrupted one, continued, or a new one."""
     info = resume.run_info()
+    trial = TrialContext.from_env()
     if info is not None and info.get("tracking_uri") == uri:
         run = TrackedRun(uri, info["run_id"], outbox=resume.outbox)
         run.flush()
         run.set_status("RUNNING")
+        if trial is not None:  # a sweep's retry of a dead worker's trial: now this trial's
+            run.set_tags(trial.run_tags())
         print(f"litpipe train: resuming MLflow run {run.run_id} from {resume.path}")
         return run
     # What this machine made of machine-dependent settings: results differ across CPU kinds.
@@ -159,7 +169,7 @@ def _open_run(params: Params, resume: ResumeDir, uri: str, stats: dict[str, Any]
                "cpu_cores": share.cores, "threads": share.threads,
                "threads_fixed_by_user": str(share.fixed_by_user).lower()}
     tags = {**run_tags(stats), **{f"litpipe.{k}": str(v) for k, v in machine.items()},
-            FINGERPRINT_TAG: resume.path.name}
+            FINGERPRINT_TAG: resume.path.name, **(trial.run_tags() if trial else {})}
     run = TrackedRun.start(uri, params.tracking.experiment, run_name(params), tags,
                            outbox=resume.outbox)
     resume.save_run_info(uri, run.run_id)
@@ -259,14 +269,20 @@ def _fit(params: Params, processed_dir: Path, stats: dict[str, Any], run: Tracke
         "history_csv": history.to_csv(),
         "tuning": tuning,
     }
+    pruned = [cb.pruned_epoch for cb in callbacks
+              if isinstance(cb, TrialPruning) and cb.pruned_epoch is not None]
+    if pruned:  # said in models/run.json: this model stopped early because a sweep pruned it
+        facts["pruned_at_epoch"] = pruned[0]
     resume.save_finished(facts)
     return facts
 
 
 def train(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MODELS,
-          reports_dir: Path = REPORTS) -> dict[str, Any]:
+          reports_dir: Path = REPORTS, started: float | None = None) -> dict[str, Any]:
     """Train; write ``best.ckpt``, ``last.ckpt``, ``run.json``, ``tuning.json`` into
-    ``models_dir`` and the per-epoch history into ``reports_dir``."""
+    ``models_dir`` and the per-epoch history into ``reports_dir``. ``started``: the stage's
+    ``time.perf_counter()`` at its start (its wall time goes to MLflow); by default, now."""
+    started = time.perf_counter() if started is None else started
     uri = resolve_tracking_uri(params.tracking)
     if rank_zero_only.rank == 0:  # only rank 0 talks to MLflow
         check_store(uri)  # before any training (a no-op when the stage entry checked it)
@@ -278,14 +294,15 @@ def train(params: Params, processed_dir: Path = PROCESSED, models_dir: Path = MO
             _fit(params, processed_dir, stats, None, ResumeDir.peek(fp), share)
             return {"rank": rank_zero_only.rank}
         return _train_rank_zero(params, processed_dir, stats, fp, uri, share, models_dir,
-                                reports_dir)
+                                reports_dir, started)
 
 
 def _train_rank_zero(params: Params, processed_dir: Path, stats: dict[str, Any], fp: str,
                      uri: str, share: CoreShare, models_dir: Path,
-                     reports_dir: Path) -> dict[str, Any]:
+                     reports_dir: Path, started: float) -> dict[str, Any]:
     """Rank 0's part of :func:`train`: the MLflow run, training, and the outputs."""
-    resume = ResumeDir.open(fp)
+    # A sweep trial waits for a dead worker's training of the same params to stop.
+    resume = ResumeDir.open(fp, wait_s=RETRY_WAIT_S if TrialContext.from_env() else 0.0)
     run: TrackedRun | None = None
     try:
         problem = resume.damaged()
@@ -294,11 +311,13 @@ def _train_rank_zero(params: Params, processed_dir: Path, stats: dict[str, Any],
         run = _open_run(params, resume, uri, stats, processed_dir, share)
         facts = resume.finished()
         if facts is None:
-            facts = _fit(params, processed_dir, stats, run, resume, share)
+            with system_metrics(run):  # CPU, memory... on the run while it trains
+                facts = _fit(params, processed_dir, stats, run, resume, share)
             assert facts is not None
         else:
             print(f"litpipe train: training had finished ({resume.path}); writing outputs")
         summary = _finish(params, run, resume, facts, models_dir, reports_dir)
+        log_stage_seconds(run, "train", started)  # this invocation's; MLflow only
         if not run.flush():
             raise TrackingError(
                 f"MLflow tracking server {uri} is still unreachable; training finished and is "
@@ -345,6 +364,7 @@ def _finish(params: Params, run: TrackedRun, resume: ResumeDir, facts: dict[str,
         "tracking_uri": run.uri,
         **{k: facts[k] for k in ("best_from", "best_score", "epochs_run", "optimizer_steps",
                                  "world_size")},
+        **{k: facts[k] for k in ("pruned_at_epoch",) if k in facts},
         "train_tflop": round(facts["train_flops"] / 1e12, 3),
     }
     tuning = facts["tuning"]

@@ -1,0 +1,1 @@
+"""`litpipe sweep`: Optuna studies over params.yaml, every trial a DVC experiment."""
