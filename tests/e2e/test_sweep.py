@@ -1,5 +1,8 @@
 """`litpipe sweep` on the digits: two workers, one killed with SIGKILL mid-training and
 started again; every trial a DVC experiment, one MLflow parent run with a child per trial.
+The study's storage is the PostgreSQL of the team server stack (``scripts/mlflow_server.sh``,
+its password from the stack's 0600 file, given to the workers in ``$LITPIPE_SWEEP_STORAGE``
+only); a short one-worker test covers the default SQLite file.
 
 The issue's acceptance, on a tiny space (the learning rate) and two-epoch trainings:
 1. the study ends with exactly TRIALS finished trials, no params trained twice, TRIALS DVC
@@ -17,6 +20,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,16 +33,17 @@ from tests.helpers.repo import (
     run,
 )
 from tests.helpers.resume import wait_until
+from tests.helpers.servers import Stack, stack_unavailable
 
 pytestmark = pytest.mark.e2e
 
 TRIALS = 12
 EPOCHS = 2
-SWEEP = f"""
+SWEEP = """
 study: e2e
 storage: null
 params: params.yaml
-trials: {TRIALS}
+trials: {trials}
 objective: {{metric: val_acc, direction: maximize}}
 sampler: {{name: tpe, seed: 0}}
 pruner: {{name: median, monitor: val_acc, startup_trials: 2, warmup_epochs: 0}}
@@ -48,26 +53,64 @@ space:
 """
 
 
-def _sweep_repo(dest: Path) -> Path:
+def _sweep_repo(dest: Path, trials: int = TRIALS) -> Path:
     repo = make_repo_copy(dest)
     configure_tiny_digits(repo)
     edit_params(repo / "params.yaml", {"trainer.max_epochs": EPOCHS,
                                        "callbacks.early_stopping.enabled": False,
                                        "callbacks.val_image_samples": 0})
     (repo / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.litpipe/\n")
-    (repo / "sweep.yaml").write_text(SWEEP)
+    (repo / "sweep.yaml").write_text(SWEEP.format(trials=trials))
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "sweep"], repo)
     return repo
 
 
-def _trials(repo: Path) -> list[tuple[int, str, float | None]]:
-    """(number, state, lr) of every trial in the study's SQLite storage."""
-    with sqlite3.connect(repo / ".litpipe/sweep.db") as db:
-        rows = db.execute(
-            "select t.number, t.state, p.param_value from trials t left join trial_params p"
-            " on p.trial_id = t.trial_id order by t.number").fetchall()
-    return [(n, s, v) for n, s, v in rows]
+def _trials(storage: str) -> list[tuple[int, str, float | None]]:
+    """(number, state, lr) of every trial in the study's storage, as Optuna reads it."""
+    import optuna
+
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    return [(t.number, t.state.name, t.params.get("optimizer.lr"))
+            for t in study.get_trials(deepcopy=False)]
+
+
+@pytest.fixture(scope="module")
+def postgres_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database for the study on the team stack's PostgreSQL (127.0.0.1), as a team
+    would point its workers at it."""
+    reason = stack_unavailable()
+    if reason:
+        pytest.skip(reason)
+    stack = Stack(tmp_path_factory.mktemp("sweep-stack"))
+    try:
+        stack.uri()
+        import psycopg2
+
+        port = (stack.dir / "pg_port").read_text().strip()
+        password = (stack.dir / "pg_password").read_text().strip()
+        db = psycopg2.connect(host="127.0.0.1", port=port, user="mlflow", password=password,
+                              dbname="postgres")
+        db.autocommit = True
+        db.cursor().execute("CREATE DATABASE optuna")
+        db.close()
+        yield f"postgresql+psycopg2://mlflow:{password}@127.0.0.1:{port}/optuna"
+    finally:
+        stack.stop()
+
+
+def test_a_sweep_on_the_default_sqlite_storage(tmp_path: Path) -> None:
+    """One worker, SQLite under .litpipe/ (sweep.yaml's `storage: null`): the trials are
+    asked, run as experiments, told, and the study ends at its count. (Workers, kills,
+    pruning and the MLflow tree: the PostgreSQL test below, as a team runs it.)"""
+    repo = _sweep_repo(tmp_path / "repo", trials=3)
+    out = run(["litpipe", "sweep"], repo).stdout
+    trials = _trials(f"sqlite:///{repo / '.litpipe/sweep.db'}")
+    assert [(n, s) for n, s, _ in trials if s != "PRUNED"] == \
+        [(n, "COMPLETE") for n, s, _ in trials if s != "PRUNED"], out[-3000:]
+    assert len(trials) == 3
+    exps = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout
+    assert sorted(e.rsplit("/", 1)[1] for e in exps.split()) == ["e2e-0", "e2e-1", "e2e-2"]
 
 
 def _children(repo: Path) -> dict[str, dict[str, str]]:
@@ -86,14 +129,18 @@ def _epochs_logged(repo: Path, run_id: str) -> list[int]:
             (run_id,))]
 
 
-def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn) -> None:  # noqa: ANN001
+def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn,  # noqa: ANN001
+                                        postgres_storage: str) -> None:
+    storage = postgres_storage
     repo = _sweep_repo(tmp_path / "repo")
+    env = {**pipeline_env(), "LITPIPE_SWEEP_STORAGE": storage}
+    url = storage
     hold = tmp_path / "hold"
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(3)]  # noqa: SIM115
     # Worker 1's trainings wait at the start of epoch 1 (epoch 0 checkpointed): it is killed
     # there, in the middle of a trial, without racing the machine's speed.
-    held = {**pipeline_env(), "LITPIPE_HOLD_AT_EPOCH": f"1:{hold}"}
-    first = spawn(["litpipe", "sweep"], cwd=repo, env=pipeline_env(), stdout=logs[0],
+    held = {**env, "LITPIPE_HOLD_AT_EPOCH": f"1:{hold}"}
+    first = spawn(["litpipe", "sweep"], cwd=repo, env=env, stdout=logs[0],
                   stderr=subprocess.STDOUT)
     doomed = spawn(["litpipe", "sweep"], cwd=repo, env=held, stdout=logs[1],
                    stderr=subprocess.STDOUT)
@@ -101,12 +148,15 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn) -> None:  # noqa:
     os.kill(doomed.pid, signal.SIGKILL)  # the worker only: its DVC and training are orphaned
     doomed.wait(timeout=30)
     (hold / "release").touch()  # the orphaned training now finds its worker gone
-    again = spawn(["litpipe", "sweep"], cwd=repo, env=pipeline_env(), stdout=logs[2],
+    again = spawn(["litpipe", "sweep"], cwd=repo, env=env, stdout=logs[2],
                   stderr=subprocess.STDOUT)
     for proc in (first, again):
         assert proc.wait(timeout=600) == 0, (tmp_path / "worker0.log").read_text()[-3000:]
+    worker_logs = "".join((tmp_path / f"worker{i}.log").read_text() for i in range(3))
+    # The password is in the environment only, never printed.
+    assert storage.split(":")[2].split("@")[0] not in worker_logs
 
-    trials = _trials(repo)
+    trials = _trials(url)
     finished = [t for t in trials if t[1] in ("COMPLETE", "PRUNED")]
     assert len(finished) == TRIALS, trials
     assert len({lr for _, _, lr in finished}) == TRIALS  # no params trained twice
@@ -142,13 +192,13 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn) -> None:  # noqa:
     assert any(s == "PRUNED" for _, s, _ in finished), "no trial was pruned"
 
     # 3. The finished sweep, run again, trains nothing.
-    out = run(["litpipe", "sweep"], repo).stdout
+    out = run(["litpipe", "sweep"], repo, env=env).stdout
     assert "dvc exp run" not in out and _children(repo) == every_child
 
     # 4. The best trial, applied: `dvc repro train` restores it from the run-cache.
-    best = json.loads(run(["litpipe", "sweep", "--best"], repo).stdout)
+    best = json.loads(run(["litpipe", "sweep", "--best"], repo, env=env).stdout)
     assert (best["trial"], "COMPLETE") in {(n, s) for n, s, _ in trials}
-    run(["litpipe", "sweep", "--apply-best"], repo)
+    run(["litpipe", "sweep", "--apply-best"], repo, env=env)
     assert repr(best["params"]["optimizer.lr"]) in (repo / "params.yaml").read_text()
     repro = run(["dvc", "repro", "train"], repo).stdout
     assert "Stage 'train' is cached - skipping run" in repro, repro

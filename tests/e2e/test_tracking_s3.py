@@ -157,7 +157,8 @@ def test_artifacts_land_in_the_bucket_and_come_back_through_the_server(
     fetch(s3_stack, tmp_path / "model", "--artifact-uri",
           f"models:/litpipe-classifier/{version.version}")
     mlmodel = yaml.safe_load((tmp_path / "model/MLmodel").read_text())
-    assert mlmodel["run_id"] == run_id and mlmodel["signature"]["inputs"]
+    assert client.get_logged_model(mlmodel["model_id"]).source_run_id == run_id
+    assert mlmodel["signature"]["inputs"]
     [onnx] = (tmp_path / "model").rglob("model.onnx")
     assert onnx.read_bytes() == s3_bytes(logged_onnx[0])
     assert logged_onnx[0].endswith(onnx.relative_to(tmp_path / "model").as_posix())

@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,70 +46,12 @@ import pytest
 import yaml
 
 from tests.helpers.dvc_queue import run_queue
-from tests.helpers.repo import ROOT, configure_tiny_digits, make_repo_copy, pipeline_env, run
-from tests.helpers.servers import stack_unavailable
+from tests.helpers.repo import configure_tiny_digits, make_repo_copy, pipeline_env, run
+from tests.helpers.servers import SCRIPT, Stack, stack_unavailable
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = ROOT / "scripts/mlflow_server.sh"
 FAIL_FAST_S = 15.0  # the train stage must give up on a dead server within this
-
-
-class Stack:
-    """scripts/mlflow_server.sh's stack in ``directory``, started in the background.
-
-    The script is given this process's pid as ``OWNER_PID``, so its watchdog stops the
-    servers even when pytest is killed before the fixture's teardown.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self._uri: str | None = None
-        self.users: set[str] = set()
-        self._proc = subprocess.Popen(
-            [str(SCRIPT), "start", str(directory)], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "OWNER_PID": str(os.getpid())},
-            start_new_session=True)
-
-    def uri(self, timeout: float = 180) -> str:
-        """Wait for the script (it returns once /health answers) and return the URI."""
-        if self._uri is None:
-            try:
-                out, err = self._proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGTERM)
-                out, err = self._proc.communicate()
-                raise AssertionError(f"mlflow_server.sh start took over {timeout:.0f} s:\n"
-                                     f"{out}{err}") from None
-            assert self._proc.returncode == 0, f"mlflow_server.sh start failed:\n{out}{err}"
-            line = out.strip().splitlines()[-1]
-            assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:"), out
-            self._uri = line.split("=", 1)[1]
-        return self._uri
-
-    def login(self, name: str) -> dict[str, str]:
-        """The environment a client logged in as ``name`` has (``admin``: the admin)."""
-        if name == "admin":
-            user = (self.dir / "admin_username").read_text().strip()
-            password = (self.dir / "admin_password").read_text().strip()
-        else:
-            user, password = name, (self.dir / "users" / name).read_text().strip()
-        return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
-
-    def add_user(self, name: str, role: str) -> None:
-        """`mlflow_server.sh add-user NAME ROLE DIR`, as the docs tell an admin to."""
-        proc = subprocess.run([str(SCRIPT), "add-user", name, role, str(self.dir)],
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        self.users.add(name)
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:  # still starting: let it finish, then stop it
-            try:
-                self._proc.communicate(timeout=180)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-        subprocess.run([str(SCRIPT), "stop", str(self.dir)], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -292,7 +233,10 @@ def test_one_complete_run_on_the_server(tracking_server: Stack, repro: Path, tmp
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert fetched.returncode == 0, fetched.stderr[-2000:]
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
-    assert mlmodel["run_id"] == run_id and "python_function" in mlmodel["flavors"]
+    # MLflow 3: the files belong to a logged model, whose source run is this run (the model
+    # is logged outside the run, so MLflow links no step-0 metrics to it: served.py).
+    assert client.get_logged_model(mlmodel["model_id"]).source_run_id == run_id
+    assert "python_function" in mlmodel["flavors"]
     assert mlmodel["signature"]["inputs"] and (model_dir / "artifacts/model.onnx").is_file()
     # What `litpipe gate --promote` reads through the server: the run's version, by run id,
     # with the SHA-256 of the export it holds (search results carry tags, not aliases).

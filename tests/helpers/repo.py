@@ -32,11 +32,12 @@ def pipeline_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600
-        ) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` in ``cwd`` with the pipeline environment; show output on failure."""
-    proc = subprocess.run(cmd, cwd=cwd, env=pipeline_env(), capture_output=True, text=True,
-                          timeout=timeout)
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in ``cwd`` with ``env`` (the pipeline environment unless given); show
+    output on failure."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env or pipeline_env(), capture_output=True,
+                          text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
                              f"\n--- stderr\n{proc.stderr[-4000:]}")

@@ -85,6 +85,8 @@ class Worker:
         check_store(self.uri)
         storage = studies.open_storage(self.storage_url, self.sweep, self._on_stale)
         study = studies.open_study(self.sweep, storage)
+        # The lock's directory: SQLite's default storage makes it, a PostgreSQL one does not.
+        (self.root / ".litpipe").mkdir(parents=True, exist_ok=True)
         with locked(self.root / ".litpipe/sweep.lock"):  # workers of one machine in turn
             worker = studies.join(study)
         if worker:  # a later worker: its own sampler stream (study.py says why)
