@@ -29,27 +29,14 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.browser import CHROMEDRIVER, CHROMIUM, skip_reason
 from tests.helpers.repo import ROOT
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENSHOT = ROOT / "reports/mlflow_compare.png"
 LRS = ("0.002", "0.01")  # test_acc 0.947 vs 0.958 on digits (seed 42): the page must differ
 PAGE_DEADLINE_S = 60
-
-
-def skip_reason() -> str | None:
-    """Why the browser check cannot run here, or None."""
-    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not os.access(path, os.X_OK):
-            return f"{path} missing (apt-get install {pkg})"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium missing (pip install selenium, or -e '.[dev]')"
-    return None
 
 
 def free_port() -> int:
