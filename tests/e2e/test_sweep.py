@@ -1,7 +1,9 @@
-"""`litpipe sweep` on the digits: two workers, one killed with SIGKILL mid-training and
-started again; every trial a DVC experiment, one MLflow parent run with a child per trial.
-The study's storage is the PostgreSQL of the team server stack (``scripts/mlflow_server.sh``,
-its password from the stack's 0600 file, given to the workers in ``$LITPIPE_SWEEP_STORAGE``
+"""`litpipe sweep` on the digits: two workers on two machines (two clones of one bare git
+repository, the origin, sharing a local-directory DVC remote and one MLflow store), one
+killed with SIGKILL mid-training and started again; every trial a DVC experiment, pushed
+to the origin (`--push origin`), one MLflow parent run with a child per trial. The study's
+storage is the PostgreSQL of the team server stack (``scripts/mlflow_server.sh``, its
+password from the stack's 0600 file, given to the workers in ``$LITPIPE_SWEEP_STORAGE``
 only); a short one-worker test covers the default SQLite file.
 
 The issue's acceptance, on a tiny space (the learning rate) and two-epoch trainings:
@@ -10,7 +12,9 @@ The issue's acceptance, on a tiny space (the learning rate) and two-epoch traini
    trial's, FAIL);
 2. pruned trials ran fewer epochs than trainer.max_epochs (read from MLflow);
 3. running the finished sweep again trains nothing;
-4. the best trial applied to params.yaml is restored by `dvc repro` from the run-cache.
+4. the best trial applied to params.yaml is restored by `dvc repro` from the run-cache, in
+   a third clone that pulled every trial's experiment from the origin (`dvc exp pull`) and
+   the best one's run-cache (`--apply-best --pull origin`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.repo import (
+    ROOT,
     configure_tiny_digits,
     edit_params,
     make_repo_copy,
@@ -34,6 +39,7 @@ from tests.helpers.repo import (
 )
 from tests.helpers.resume import wait_until
 from tests.helpers.servers import Stack, stack_unavailable
+from tests.helpers.sweep import race_parent_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -113,43 +119,85 @@ def test_a_sweep_on_the_default_sqlite_storage(tmp_path: Path) -> None:
     assert sorted(e.rsplit("/", 1)[1] for e in exps.split()) == ["e2e-0", "e2e-1", "e2e-2"]
 
 
-def _children(repo: Path) -> dict[str, dict[str, str]]:
+def _children(mlflow_db: Path) -> dict[str, dict[str, str]]:
     """Every MLflow run nested under a parent: run id -> its tags."""
-    with sqlite3.connect(repo / "mlflow.db") as db:
+    with sqlite3.connect(mlflow_db) as db:
         ids = [r for (r,) in db.execute(
             "select run_uuid from tags where key = 'mlflow.parentRunId'")]
         return {r: dict(db.execute("select key, value from tags where run_uuid = ?", (r,)))
                 for r in ids}
 
 
-def _epochs_logged(repo: Path, run_id: str) -> list[int]:
-    with sqlite3.connect(repo / "mlflow.db") as db:
+def _epochs_logged(mlflow_db: Path, run_id: str) -> list[int]:
+    with sqlite3.connect(mlflow_db) as db:
         return [s for (s,) in db.execute(
             "select step from metrics where run_uuid = ? and key = 'train_loss' order by step",
             (run_id,))]
 
 
+def test_workers_on_two_machines_make_one_parent(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 postgres_storage: str) -> None:
+    """Two workers, each with its own lock file (two machines), start together: the
+    PostgreSQL advisory lock lets one create the study's parent run, the other finds it."""
+    from litpipe.sweep.spec import load_sweep
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "sweep.yaml").write_text((ROOT / "sweep.yaml").read_text().replace(
+        "study: litpipe ", "study: race    "))
+    sweep = load_sweep(tmp_path / "sweep.yaml")
+    created, returned = race_parent_runs(
+        sweep, postgres_storage, [tmp_path / "a/sweep.lock", tmp_path / "b/sweep.lock"],
+        tmp_path, monkeypatch)
+    assert created == ["run0"]
+    assert returned == ["run0", "run0"]
+
+
+def _machines(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The sweep repository pushed to a bare origin, its default DVC remote a shared
+    directory (committed), and two clones of it: machines A and B."""
+    seed = _sweep_repo(tmp_path / "seed")
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote")], seed)
+    run(["git", "commit", "-qam", "DVC remote"], seed)
+    origin = tmp_path / "origin.git"
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "push", "-q", str(origin), "HEAD:refs/heads/main"], seed)
+    clones = []
+    for name in ("a", "b"):
+        run(["git", "clone", "-q", "-b", "main", str(origin), name], tmp_path)
+        clones.append(tmp_path / name)
+    return origin, clones[0], clones[1]
+
+
+def _exp_names(repo: Path, remote: str | None = None) -> list[str]:
+    """The experiments of a clone, or of its git remote, by name."""
+    cmd = ["git", "ls-remote", remote, "refs/exps/*"] if remote else \
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"]
+    return sorted(r.rsplit("/", 1)[1] for r in run(cmd, repo).stdout.split()
+                  if r.startswith("refs/exps/") and r.count("/") == 4)
+
+
 def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn,  # noqa: ANN001
                                         postgres_storage: str) -> None:
     storage = postgres_storage
-    repo = _sweep_repo(tmp_path / "repo")
-    env = {**pipeline_env(), "LITPIPE_SWEEP_STORAGE": storage}
+    origin, repo, other = _machines(tmp_path)  # repo: machine A, other: machine B
+    mlflow_db = tmp_path / "mlflow.db"  # the team's one tracking store
+    env = {**pipeline_env(), "LITPIPE_SWEEP_STORAGE": storage,
+           "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}"}
+    sweep = ["litpipe", "sweep", "--push", "origin"]
     url = storage
     hold = tmp_path / "hold"
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(3)]  # noqa: SIM115
     # Worker 1's trainings wait at the start of epoch 1 (epoch 0 checkpointed): it is killed
     # there, in the middle of a trial, without racing the machine's speed.
     held = {**env, "LITPIPE_HOLD_AT_EPOCH": f"1:{hold}"}
-    first = spawn(["litpipe", "sweep"], cwd=repo, env=env, stdout=logs[0],
-                  stderr=subprocess.STDOUT)
-    doomed = spawn(["litpipe", "sweep"], cwd=repo, env=held, stdout=logs[1],
-                   stderr=subprocess.STDOUT)
+    first = spawn(sweep, cwd=repo, env=env, stdout=logs[0], stderr=subprocess.STDOUT)
+    doomed = spawn(sweep, cwd=other, env=held, stdout=logs[1], stderr=subprocess.STDOUT)
     wait_until(lambda: (hold / "held").exists(), "worker 2's training to reach epoch 1")
     os.kill(doomed.pid, signal.SIGKILL)  # the worker only: its DVC and training are orphaned
     doomed.wait(timeout=30)
     (hold / "release").touch()  # the orphaned training now finds its worker gone
-    again = spawn(["litpipe", "sweep"], cwd=repo, env=env, stdout=logs[2],
-                  stderr=subprocess.STDOUT)
+    again = spawn(sweep, cwd=other, env=env, stdout=logs[2], stderr=subprocess.STDOUT)
     for proc in (first, again):
         assert proc.wait(timeout=600) == 0, (tmp_path / "worker0.log").read_text()[-3000:]
     worker_logs = "".join((tmp_path / f"worker{i}.log").read_text() for i in range(3))
@@ -165,11 +213,12 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn,  # noqa: ANN001
     # The killed trial's params were retried and finished (its retry is a new trial).
     assert {lr for _, _, lr in failed} <= {lr for _, _, lr in finished}
 
-    exps = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
-    names = sorted(e.rsplit("/", 1)[1] for e in exps)
-    assert names == sorted(f"e2e-{n}" for n, _, _ in finished)
+    # Each trial's experiment on the machine that ran it, and every one on the origin.
+    names = sorted(f"e2e-{n}" for n, _, _ in finished)
+    assert sorted(_exp_names(repo) + _exp_names(other)) == names
+    assert _exp_names(repo, "origin") == names, worker_logs[-3000:]
 
-    every_child = _children(repo)
+    every_child = _children(mlflow_db)
     parents = {tags["mlflow.parentRunId"] for tags in every_child.values()}
     assert len(parents) == 1
     # One run per finished trial. The retry continues the killed trial's run from its
@@ -182,7 +231,7 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn,  # noqa: ANN001
               for tags in children.values()}
     assert states == {str(n): s for n, s, _ in finished}
     for run_id, tags in children.items():
-        epochs = _epochs_logged(repo, run_id)
+        epochs = _epochs_logged(mlflow_db, run_id)
         assert len(epochs) == len(set(epochs))  # no epoch trained (logged) twice
         if tags["litpipe.sweep.state"] == "PRUNED":  # acceptance 2
             assert len(epochs) < EPOCHS and int(tags["litpipe.sweep.pruned_epoch"]) == \
@@ -193,15 +242,20 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path, spawn,  # noqa: ANN001
 
     # 3. The finished sweep, run again, trains nothing.
     out = run(["litpipe", "sweep"], repo, env=env).stdout
-    assert "dvc exp run" not in out and _children(repo) == every_child
+    assert "dvc exp run" not in out and _children(mlflow_db) == every_child
 
-    # 4. The best trial, applied: `dvc repro train` restores it from the run-cache.
-    best = json.loads(run(["litpipe", "sweep", "--best"], repo, env=env).stdout)
+    # 4. On a third machine, every trial pulled from the origin; the best one applied:
+    #    `dvc repro train` restores it from the run-cache that travelled with the remotes.
+    third = tmp_path / "c"
+    run(["git", "clone", "-q", "-b", "main", str(origin), third.name], tmp_path)
+    run(["dvc", "exp", "pull", "origin", *names], third)
+    assert _exp_names(third) == names
+    best = json.loads(run(["litpipe", "sweep", "--best"], third, env=env).stdout)
     assert (best["trial"], "COMPLETE") in {(n, s) for n, s, _ in trials}
-    run(["litpipe", "sweep", "--apply-best"], repo, env=env)
-    assert repr(best["params"]["optimizer.lr"]) in (repo / "params.yaml").read_text()
-    repro = run(["dvc", "repro", "train"], repo).stdout
+    run(["litpipe", "sweep", "--apply-best", "--pull", "origin"], third, env=env)
+    assert repr(best["params"]["optimizer.lr"]) in (third / "params.yaml").read_text()
+    repro = run(["dvc", "repro", "train"], third, env=env).stdout
     assert "Stage 'train' is cached - skipping run" in repro, repro
-    assert _children(repo) == every_child
+    assert _children(mlflow_db) == every_child
     for log in logs:
         log.close()

@@ -1,5 +1,6 @@
 """``litpipe sweep``: run (or join) the study sweep.yaml describes; ``--best``,
-``--apply-best``, ``--check``. sweep.yaml is validated first, before optuna or torch load."""
+``--apply-best``, ``--check``; ``--push``/``--pull`` a git remote (several machines).
+sweep.yaml is validated first, before optuna or torch load."""
 
 from __future__ import annotations
 
@@ -29,7 +30,18 @@ def main(argv: list[str]) -> int:
     what.add_argument("--apply-best", action="store_true",
                       help="write the best trial's params into params.yaml; `dvc repro` "
                            "then restores its outputs from the run-cache")
+    parser.add_argument("--push", metavar="REMOTE",
+                        help="a git remote: after each finished trial, `dvc exp push "
+                             "--run-cache REMOTE <trial>` (the outputs to the default DVC "
+                             "remote), so another machine can pull it")
+    parser.add_argument("--pull", metavar="REMOTE",
+                        help="with --best or --apply-best: pull the best trial's experiment "
+                             "and run-cache from REMOTE when another machine ran it")
     args = parser.parse_args(argv)
+    if args.push and (args.check or args.best or args.apply_best):
+        parser.error("--push goes with running the sweep; --best/--apply-best take --pull")
+    if args.pull and not (args.best or args.apply_best):
+        parser.error("--pull goes with --best or --apply-best")
     from litpipe.sweep.spec import load_sweep
 
     try:
@@ -44,16 +56,20 @@ def main(argv: list[str]) -> int:
         root = path.resolve().parent
         if args.best:
             trial, params = worker.best(sweep, root)
+            if args.pull:
+                worker.fetch(trial, root, args.pull)
             print(json.dumps({"trial": trial.number, "value": trial.value,
                               "metric": sweep.objective.metric, "params": params,
                               "dvc_exp": trial.user_attrs.get("dvc_exp")}, indent=2))
+            if not args.pull and (why := worker.missing_here(trial, root)):
+                print(f"litpipe sweep: {why}", file=sys.stderr)
             return 0
         if args.apply_best:
-            params = worker.apply_best(sweep, root)
+            params = worker.apply_best(sweep, root, args.pull)
             print(f"litpipe sweep: wrote {', '.join(f'{k}={v!r}' for k, v in params.items())} "
                   f"into {sweep.params}; `dvc repro` restores the trial from the run-cache")
             return 0
-        return worker.Worker(sweep, path, root).run()
+        return worker.Worker(sweep, path, root, args.push).run()
     except LitpipeError as exc:
         print(f"litpipe sweep: error: {exc}", file=sys.stderr)
         return 2

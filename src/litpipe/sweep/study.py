@@ -12,13 +12,16 @@ params again as a new trial (``heartbeat_stale_trial_callback``, the name Optuna
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from litpipe.locks import locked
 from litpipe.sweep.spec import Choices, FloatRange, Sweep, SweepError
 from litpipe.sweep.trial import build_pruner
 
@@ -63,6 +66,42 @@ def open_storage(url: str, sweep: Sweep | None = None,
 def _redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def lock_key(study: str) -> int:
+    """The PostgreSQL advisory-lock key of ``study``: a signed 64-bit number from its name
+    (prefixed, so that other programs' advisory locks on the same server do not collide)."""
+    digest = hashlib.sha256(f"litpipe.sweep:{study}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study: str, lock_file: Path) -> Iterator[None]:
+    """Hold the study's lock for the block: one worker at a time joins the study or creates
+    its MLflow parent run, wherever the workers run.
+
+    PostgreSQL: a transaction-level advisory lock (``pg_advisory_xact_lock``) on the study's
+    key, so workers on several machines take turns. Optuna has no lock of its own, and a
+    file lock reaches no further than one machine. The server drops the lock with the
+    transaction, when the block ends or the worker's connection dies (``kill -9``
+    included), so a lock never outlives its holder. Any other storage (SQLite) is one
+    machine's: ``lock_file``, an ``flock`` with the same property.
+    """
+    from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.pool import NullPool
+
+    if make_url(url).get_backend_name() != "postgresql":
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with locked(lock_file):
+            yield
+        return
+    engine = create_engine(url, poolclass=NullPool)  # one connection, closed after
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(study)})
+            yield
+    finally:
+        engine.dispose()
 
 
 def build_sampler(sweep: Sweep, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -115,7 +154,8 @@ def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
 
 
 def join(study: optuna.Study) -> int:
-    """This worker's number: how many joined the study before it (call under a lock)."""
+    """This worker's number: how many joined the study before it (call under
+    :func:`study_lock`, or two workers get one number, one seed, the same params)."""
     number = int(study.user_attrs.get("workers_joined", 0))
     study.set_user_attr("workers_joined", number + 1)
     return number

@@ -16,8 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from litpipe.formats import flatten
-from litpipe.locks import locked
 from litpipe.sweep.spec import Sweep
+from litpipe.sweep.study import study_lock
 from litpipe.tracking.client import mlflow_client
 from litpipe.tracking.run import TrackedRun
 
@@ -26,13 +26,14 @@ STATE_TAG = "litpipe.sweep.state"
 
 
 def parent_run(study: optuna.Study, sweep: Sweep, sweep_file: Path, uri: str,
-               experiment: str, lock: Path) -> TrackedRun:
+               experiment: str, storage_url: str, lock_file: Path) -> TrackedRun:
     """The study's parent run: the one a worker already created, or a new one.
 
-    Created under a file lock so that two workers started together on one machine make
-    one; workers on several machines should be started after the first has begun.
+    Read and created under the study's lock (:func:`litpipe.sweep.study.study_lock`: an
+    advisory lock of a PostgreSQL storage, ``lock_file`` for SQLite), so that workers
+    started together, on one machine or several, make one parent between them.
     """
-    with locked(lock):
+    with study_lock(storage_url, sweep.study, lock_file):
         run_id = study.user_attrs.get(PARENT_ATTR)
         if run_id:
             return TrackedRun(uri, run_id)

@@ -13,6 +13,10 @@ the pruning depended on other trials, not on the params, so a later ``dvc repro`
 params must train in full rather than restore a pruned model. Optuna never picks a PRUNED
 trial as best.
 
+**Several machines** share the study through a PostgreSQL storage; with ``--push REMOTE``
+each finished trial's experiment goes to the git and DVC remotes (:mod:`.remote`), so the
+machine that applies the best can pull it.
+
 **Killed workers.** ``study.optimize`` keeps a heartbeat on the trial it runs; a trial whose
 heartbeat stops is failed by the next worker that looks and its params queued again as a
 new trial (``RetryHeartbeatStaleTrialCallback``). The dead worker's training stops at its
@@ -39,10 +43,9 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from litpipe.locks import locked
 from litpipe.params import load_params
+from litpipe.sweep import remote, tracking
 from litpipe.sweep import study as studies
-from litpipe.sweep import tracking
 from litpipe.sweep.spec import Sweep, SweepError, cli_value
 from litpipe.sweep.trial import SWEEP_ENV, TrialContext
 from litpipe.tracking.store import check_store, resolve_tracking_uri
@@ -64,8 +67,10 @@ def _die_with_parent() -> None:
 
 
 class Worker:
-    def __init__(self, sweep: Sweep, sweep_file: Path, root: Path) -> None:
+    def __init__(self, sweep: Sweep, sweep_file: Path, root: Path,
+                 push: str | None = None) -> None:
         self.sweep, self.sweep_file, self.root = sweep, sweep_file, root
+        self.push = push  # a git remote: every finished trial's experiment goes there
         params = load_params(root / sweep.params)
         self.experiment = params.tracking.experiment
         self.uri = resolve_tracking_uri(params.tracking, root)
@@ -85,14 +90,13 @@ class Worker:
         check_store(self.uri)
         storage = studies.open_storage(self.storage_url, self.sweep, self._on_stale)
         study = studies.open_study(self.sweep, storage)
-        # The lock's directory: SQLite's default storage makes it, a PostgreSQL one does not.
-        (self.root / ".litpipe").mkdir(parents=True, exist_ok=True)
-        with locked(self.root / ".litpipe/sweep.lock"):  # workers of one machine in turn
-            worker = studies.join(study)
+        lock_file = self.root / ".litpipe/sweep.lock"  # SQLite: one machine's workers
+        with studies.study_lock(self.storage_url, self.sweep.study, lock_file):
+            worker = studies.join(study)  # in turn, on every machine
         if worker:  # a later worker: its own sampler stream (study.py says why)
             study = studies.open_study(self.sweep, storage, worker)
         self.parent = tracking.parent_run(study, self.sweep, self.sweep_file, self.uri,
-                                          self.experiment, self.root / ".litpipe/sweep.lock")
+                                          self.experiment, self.storage_url, lock_file)
         failures = 0
         while True:
             optuna.storages.fail_stale_trials(study)
@@ -103,17 +107,49 @@ class Worker:
                 time.sleep(self.sweep.heartbeat.interval)  # one of them may die
                 continue
             study.optimize(self._objective, n_trials=1, catch=(TrialFailed,))
+            self._push_finished(study)
             last = study.get_trials(deepcopy=False)[-1]
             failed = last.state == optuna.trial.TrialState.FAIL \
                 and not last.user_attrs.get("surplus")
             failures = failures + 1 if failed else 0
             if failures >= MAX_FAILURES:
                 raise SweepError(f"{failures} trials failed in a row; see their output above")
+        if not self._push_finished(study):
+            print(f"litpipe sweep: some experiments are not on {self.push}; `litpipe sweep "
+                  f"--push {self.push}` again pushes them", file=sys.stderr)
         tracking.summarize(study, self.parent, done=True)
         best = studies.best_trial(study)
         print(f"litpipe sweep: study {self.sweep.study} has {finished} finished trials; best "
               f"is trial {best.number} ({self.sweep.objective.metric} {best.value:.6g})")
         return 0
+
+    def _push_finished(self, study: optuna.Study) -> bool:
+        """With ``--push``: push this clone's finished trials that ``self.push`` lacks (the
+        one just finished, and any whose push failed or whose worker was killed before
+        it); return whether all are there. A failed push is one line and waits for the
+        next trial's end: it never fails a trial."""
+        if not self.push:
+            return True
+        try:
+            local, there = remote.exp_refs(self.root), remote.exp_refs(self.root, self.push)
+        except remote.RemoteError as exc:
+            print(f"litpipe sweep: cannot reach {self.push} (retried after the next trial): "
+                  f"{exc}", file=sys.stderr)
+            return False
+        names = [t.user_attrs["dvc_exp"] for t in study.get_trials(deepcopy=False)
+                 if t.state in studies.FINISHED and "dvc_exp" in t.user_attrs]
+        missing = [n for n in names if n in local and there.get(n) != local[n]]
+        for name in list(missing):
+            try:
+                remote.push(self.root, self.push, name)
+            except remote.RemoteError as exc:
+                print(f"litpipe sweep: could not push {name} to {self.push} (retried after "
+                      f"the next trial): {exc}", file=sys.stderr)
+                break
+            missing.remove(name)
+            print(f"litpipe sweep: pushed {name} to {self.push} (dvc exp push --run-cache)",
+                  flush=True)
+        return not missing
 
     def _objective(self, trial: optuna.Trial) -> float:
         values = studies.suggest(trial, self.sweep)
@@ -152,12 +188,10 @@ class Worker:
 
 def _exp_ref(root: Path, name: str) -> str:
     """The git ref of DVC experiment ``name`` (refs/exps/<baseline>/<name>)."""
-    out = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
-                         cwd=root, capture_output=True, text=True, check=True).stdout
-    refs = [r for r in out.split() if r.endswith(f"/{name}")]
-    if not refs:
+    ref = remote.exp_refs(root).get(name)
+    if ref is None:
         raise TrialFailed(f"experiment {name} was not committed")
-    return refs[-1]
+    return ref.split()[0]
 
 
 def _read(root: Path, path: str, rev: str) -> str:
@@ -203,12 +237,40 @@ def best(sweep: Sweep, root: Path) -> tuple[FrozenTrial, dict[str, Any]]:
     return trial, dict(trial.params)
 
 
-def apply_best(sweep: Sweep, root: Path) -> dict[str, Any]:
+def missing_here(trial: FrozenTrial, root: Path) -> str | None:
+    """Why trial's experiment is not in this clone (it ran on another machine), as the
+    one line that says how to bring it, or None when it is here."""
+    name = trial.user_attrs.get("dvc_exp")
+    if not name or name in remote.exp_refs(root):
+        return None
+    remotes = subprocess.run(["git", "remote"], cwd=root, capture_output=True,
+                             text=True).stdout.split()
+    git_remote = "origin" if "origin" in remotes else (remotes or ["REMOTE"])[0]
+    return (f"trial {trial.number}'s experiment {name} is not in this clone (another machine "
+            f"ran it): add --pull {git_remote}, or `dvc exp pull --run-cache {git_remote} "
+            f"{name}` and then `dvc repro --pull`")
+
+
+def fetch(trial: FrozenTrial, root: Path, git_remote: str) -> None:
+    """Pull trial's experiment and its run-cache entries from ``git_remote``: also when the
+    experiment is here (a plain ``dvc exp pull`` brought it), as its run-cache may not be."""
+    if trial.user_attrs.get("dvc_exp"):
+        remote.pull(root, git_remote, trial.user_attrs["dvc_exp"])
+
+
+def apply_best(sweep: Sweep, root: Path, pull: str | None = None) -> dict[str, Any]:
     """Write the best trial's params into params.yaml (comments kept: DVC's own editor, the
-    one ``dvc exp run -S`` uses, so the values hash as the trial's did)."""
+    one ``dvc exp run -S`` uses, so the values hash as the trial's did).
+
+    Refused when its experiment is on another machine (``dvc repro`` would train it
+    again), unless ``pull`` names the git remote to bring it (and its run-cache) from."""
     from dvc.utils.serialize import modify_yaml
 
-    _, values = best(sweep, root)
+    trial, values = best(sweep, root)
+    if pull:
+        fetch(trial, root, pull)
+    elif why := missing_here(trial, root):
+        raise SweepError(why)
     with modify_yaml(root / sweep.params) as data:
         for dotted, value in values.items():
             node = data
