@@ -1,5 +1,6 @@
 """The callbacks the train stage adds to Lightning's: per-epoch seeding (exact resume),
-per-epoch history and validation pictures, both logged to the model's MLflow run."""
+per-epoch history and validation pictures, both logged to the model's MLflow run, and a
+ModelCheckpoint that resumes whole."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch import callbacks as lightning_callbacks
 from lightning.pytorch.callbacks import Callback
 
 from litpipe.cores import CoreShare
@@ -26,6 +28,24 @@ from litpipe.tracking.run import TrackedRun
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                   "grad_norm_max")
+
+
+class ModelCheckpoint(lightning_callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, which also restores ``current_score`` on resume.
+
+    Lightning saves ``current_score`` (the score of the last checkpoint this callback wrote)
+    but does not load it back, so a resumed run holds None until the callback next saves.
+    When the epochs after a kill never improve the metric, the resumed run's ``last.ckpt``
+    then differs from an uninterrupted run's in that one value
+    (``tests/e2e/test_resume.py``). The class keeps Lightning's name: a callback's state is
+    keyed in the checkpoint by its class name, so existing checkpoints load into it and
+    :func:`litpipe.training.resume.export_checkpoint` finds it.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:  # as Lightning's fields
+            self.current_score = state_dict.get("current_score", self.current_score)
 
 
 class EpochSeeding(Callback):

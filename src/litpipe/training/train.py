@@ -23,7 +23,6 @@ import torch
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
-    ModelCheckpoint,
     StochasticWeightAveraging,
 )
 from lightning.pytorch.utilities import rank_zero_only
@@ -49,6 +48,7 @@ from litpipe.training.callbacks import (
     EpochHistory,
     EpochSeeding,
     HoldAtEpoch,
+    ModelCheckpoint,
     NonFiniteStop,
     ValidationImageLogger,
 )
