@@ -88,6 +88,30 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+class BatchTensors(TensorDataset):
+    """A TensorDataset indexed by a whole batch of row numbers at a time.
+
+    ``index_select`` gathers the rows; ``tensor[index]`` (TensorDataset's way) goes through
+    PyTorch's general advanced indexing, several times slower for a batch of images: a
+    measurable share of a small model's step (docs/performance.md). Same rows, same bytes.
+    """
+
+    def __getitem__(self, index: Any) -> tuple[torch.Tensor, ...]:
+        if isinstance(index, torch.Tensor) and index.dim() == 1:
+            return tuple(t.index_select(0, index) for t in self.tensors)
+        return super().__getitem__(index)
+
+
+def as_indexed(batch: Any) -> Any:
+    """The DataLoader's collate function: the dataset's batch as it is.
+
+    TensorDataset already returns whole-batch tensors; PyTorch's default for unbatched
+    loading walks them again converting nothing, once a step. A module-level function, so
+    worker processes can pickle it.
+    """
+    return batch
+
+
 class ArrayDataModule(L.LightningDataModule):
     """Serves ``data/processed/{train,val,test}_{x,y}.npy`` as (float image, label) batches."""
 
@@ -120,8 +144,8 @@ class ArrayDataModule(L.LightningDataModule):
         for split in wanted:
             if split not in self.datasets:
                 x, y = load_split(self.processed_dir, split)
-                self.datasets[split] = TensorDataset(torch.from_numpy(np.array(x)),
-                                                     torch.from_numpy(np.array(y)))
+                self.datasets[split] = BatchTensors(torch.from_numpy(np.array(x)),
+                                                    torch.from_numpy(np.array(y)))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.batch_size if split == "train" else self.eval_batch_size
@@ -131,7 +155,7 @@ class ArrayDataModule(L.LightningDataModule):
         # each tensor once per batch. The generator only seeds worker processes; passing one
         # keeps the DataLoader from drawing that seed from the global RNG.
         return DataLoader(
-            dataset, batch_size=None, sampler=sampler,
+            dataset, batch_size=None, sampler=sampler, collate_fn=as_indexed,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
         )

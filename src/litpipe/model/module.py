@@ -5,6 +5,7 @@ A checkpoint becomes a module again in :mod:`litpipe.model.checkpoint`, beside t
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -17,6 +18,14 @@ from litpipe.catalog import NETWORKS, OPTIMIZERS, SCHEDULERS
 from litpipe.data.datasets import get_spec
 from litpipe.model.networks import build_network
 from litpipe.schema import Params
+
+# Attributes that only ever hold a plain value, set many times a training step: Lightning sets
+# ``_current_fx_name`` before and after every hook call (about forty a step), and the step
+# records its gradient norm. ``nn.Module.__setattr__`` looks each value up in the parameter,
+# submodule and buffer registries through Python-level ``isinstance`` checks first: a
+# measurable share of a small model's step (docs/performance.md). Such a value can never
+# belong in those registries, so these names skip the lookup.
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "grad_norm", "grad_norm_max"})
 
 
 class LitBase(L.LightningModule):
@@ -49,6 +58,12 @@ class LitBase(L.LightningModule):
         self.grad_norm = 0.0  # the last optimiser step's (a NaN or inf says training diverged)
         self._tallies: dict[str, list[list[Any]]] = {}  # stage -> losses, sizes, corrects
         self._trained: list[nn.Parameter] = []  # parameters with gradients, listed once a fit
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @property
     def task(self) -> str:
@@ -116,6 +131,14 @@ class LitBase(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step_loss(batch)
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device,
+                                 dataloader_idx: int) -> Any:
+        # The DataLoader's tensors are in host memory already: on the CPU, Lightning's walk
+        # over the batch calling .to("cpu") on each tensor (a no-op) is skipped.
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_validation_epoch_start(self) -> None:
         self._tallies.pop("val", None)
 
@@ -152,6 +175,12 @@ class LitBase(L.LightningModule):
         scheduler = sched.load()(opt, **sched.arguments(dict(hp), self.lr, self.trainer))
         return {"optimizer": opt,
                 "lr_scheduler": {"scheduler": scheduler, "interval": sched.interval}}
+
+
+# Lightning reads training_step's signature on every step (does it take batch_idx?), and
+# inspect builds it anew each time unless the function carries one.
+LitBase.training_step.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    LitBase.training_step)
 
 
 class LitClassifier(LitBase):

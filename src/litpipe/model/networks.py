@@ -45,11 +45,18 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _mlp_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout: float
+def dropout_layer(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or a pass-through where ``p`` is 0: a zero-rate Dropout returns its
+    input unchanged but still costs a module call and its checks on every step. Neither
+    holds weights, so checkpoints load into either."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+def _mlp_head(in_features: int, hidden: Sequence[int], num_classes: int, p: float
               ) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(in_features, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        layers += [nn.Linear(in_features, h), nn.ReLU(inplace=True), dropout_layer(p)]
         in_features = h
     layers.append(nn.Linear(in_features, num_classes))
     return layers
@@ -76,7 +83,7 @@ class SmallCNN(nn.Module):
                 blocks.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(a.dropout),
+        self.head = nn.Sequential(nn.Flatten(), dropout_layer(a.dropout),
                                   *_mlp_head(c * h * w, a.hidden, a.classes, a.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
