@@ -48,3 +48,26 @@ def test_max_shift_zero_flips_only(tmp_path: Path, max_shift: int) -> None:
 def test_no_flips_where_a_mirror_changes_the_class(tmp_path: Path) -> None:
     original, out = _augmented(_processed(tmp_path, "digits"), 0)
     assert torch.equal(out, original)
+
+
+def test_a_batch_is_gathered_whole_as_the_rows_it_names(tmp_path: Path) -> None:
+    """The loader's batches are the sampler's rows, gathered in one ``index_select`` (not
+    ``tensor[index]``, several times slower for a batch of images) and not walked again by
+    a collate pass."""
+    dm = ArrayDataModule(_processed(tmp_path, "digits"), batch_size=16, seed=3)
+    dm.setup("fit")
+    x, y = dm.datasets["train"].tensors
+    loader = dm.train_dataloader()
+    order = torch.cat(list(loader.sampler))
+    batches = list(loader)
+    assert torch.equal(torch.cat([b[0] for b in batches]), x[order])
+    assert torch.equal(torch.cat([b[1] for b in batches]), y[order])
+    gathered = []
+    real = torch.Tensor.index_select
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.Tensor, "index_select",
+                   lambda t, dim, index: gathered.append(dim) or real(t, dim, index))
+        next(iter(dm.train_dataloader()))
+    assert gathered == [0, 0]  # images and labels, one gather each
+    row = dm.datasets["train"][3]  # one row, as a TensorDataset gives it
+    assert torch.equal(row[0], x[3]) and torch.equal(row[1], y[3])

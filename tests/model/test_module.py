@@ -90,3 +90,46 @@ def test_optimizers_are_fused_unless_gradients_are_clipped(optimizer: str, train
     module.trainer = trainer()  # type: ignore[assignment]
     opt = module.configure_optimizers()
     assert opt.defaults["fused"] is fused
+
+
+def test_a_training_step_skips_nn_modules_attribute_bookkeeping(tmp_path) -> None:  # noqa: ANN001
+    """Lightning sets ``_current_fx_name`` around every hook call, and the step records its
+    gradient norm: neither goes through ``nn.Module.__setattr__``'s registry checks (a
+    share of a small model's step), and both still read back."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    params = load_params(ROOT / "params.yaml", overrides={"model.name": "mlp",
+                                                          "model.hidden": [8]})
+    stats = {"shape": [1, 4, 4], "classes": list("abc"), "mean": [0.0], "std": [1.0]}
+    module = build_module(params, stats, 0.01)
+    data = TensorDataset(torch.rand(32, 1, 4, 4), torch.randint(0, 3, (32,)))
+    seen: list[str] = []
+    real = torch.nn.Module.__setattr__
+
+    def spy(self: torch.nn.Module, name: str, value: object) -> None:
+        seen.append(name)
+        real(self, name, value)
+
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.Module, "__setattr__", spy)
+        trainer.fit(module, DataLoader(data, batch_size=8))
+    assert not {"_current_fx_name", "grad_norm", "grad_norm_max"} & set(seen)
+    assert module.grad_norm > 0 and module.grad_norm_max >= module.grad_norm
+    module.extra = torch.nn.Linear(2, 2)  # everything else is still registered
+    assert "extra.weight" in dict(module.named_parameters())
+
+
+def test_zero_dropout_is_no_layer_and_checkpoints_load_either_way() -> None:
+    from torch import nn
+
+    stats = {"shape": [1, 8, 8], "classes": list("abc"), "mean": [0.0], "std": [1.0]}
+    build = {p: build_module(load_params(ROOT / "params.yaml",
+                                         overrides={"model.dropout": p}), stats, 0.01)
+             for p in (0.0, 0.3)}
+    layers = {p: [type(m) for m in module.modules()] for p, module in build.items()}
+    assert nn.Dropout not in layers[0.0] and nn.Dropout in layers[0.3]
+    build[0.0].load_state_dict(build[0.3].state_dict())  # no weights in either

@@ -43,3 +43,28 @@ def test_checkpoint_from_another_directory_restores_no_score(tmp_path: Path) -> 
         warnings.simplefilter("ignore")  # Lightning's "The dirpath has changed" warning
         resumed.load_state_dict(saved.state_dict())
     assert resumed.current_score is None
+
+
+def test_checkpoint_builds_its_key_once_and_saves_per_step_only_when_asked(
+        tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Lightning reads ``state_key`` on every hook call; it cannot change after __init__, so
+    it is built once. The per-step hook does nothing for epoch-end saving (litpipe's) and is
+    Lightning's own for every_n_train_steps."""
+    from lightning.pytorch.callbacks import model_checkpoint
+
+    built = []
+    real = model_checkpoint.ModelCheckpoint._generate_state_key
+    monkeypatch.setattr(model_checkpoint.ModelCheckpoint, "_generate_state_key",
+                        lambda self, **kw: built.append(1) or real(self, **kw))
+    epochs = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss")
+    assert epochs.state_key == epochs.state_key == LightningModelCheckpoint(
+        dirpath=tmp_path, monitor="val_loss").state_key
+    assert len(built) == 2  # this one's, once; Lightning's, once
+
+    calls = []
+    monkeypatch.setattr(LightningModelCheckpoint, "on_train_batch_end",
+                        lambda self, *args: calls.append(self))
+    steps = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5)
+    for cb in (epochs, steps):
+        cb.on_train_batch_end(None, None, None, None, 0)  # type: ignore[arg-type]
+    assert calls == [steps]

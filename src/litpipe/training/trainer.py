@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
-from litpipe.progress import progress_bar
+from litpipe.progress import on_terminal, progress_bar
 from litpipe.repo import find_repo_root
 from litpipe.schema import Params
 from litpipe.training.device import deterministic_without_fill, resolve_precision
@@ -75,9 +75,11 @@ def _console(enabled: bool, callbacks: list[Callback], summary: bool) -> list[Ca
 
     First, because Lightning calls callbacks in list order: the bar wipes its line at the end
     of an epoch before the history callback prints its ``litpipe train: epoch`` line there.
-    Lightning's own default bar is never used: it would draw in a log (progress.py).
+    Lightning's own default bar is never used: it would draw in a log (progress.py). Off a
+    terminal there is no bar at all (``build_trainer`` turns Lightning's off): a disabled
+    one would still be called, and do nothing, six times a training step.
     """
-    bars = [c for c in callbacks if isinstance(c, ProgressBar)]
+    bars = [c for c in callbacks if isinstance(c, ProgressBar)] if enabled else []
     if enabled and not bars:
         bars = [progress_bar()]
     rest = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -95,6 +97,7 @@ def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
     cfg = params.trainer
     kwargs = cfg.model_dump(exclude={"profiler", "logger"})
     kwargs["precision"] = resolve_precision(cfg.precision, cfg.accelerator)
+    kwargs["enable_progress_bar"] = bar = cfg.enable_progress_bar and on_terminal()
     if cfg.gradient_clip_val is None:  # Lightning refuses an algorithm without a value
         kwargs["gradient_clip_algorithm"] = None
     for name in ("limit_train_batches", "limit_val_batches"):
@@ -105,7 +108,7 @@ def build_trainer(params: Params, callbacks: list[Callback], workdir: Path,
     trainer = L.Trainer(**kwargs, profiler=_profiler(cfg.profiler, workdir),
                         deterministic=True,
                         logger=_logger(cfg.logger, run_name) if run_name else False,
-                        callbacks=_console(cfg.enable_progress_bar, callbacks,
+                        callbacks=_console(bar, callbacks,
                                            summary=run_name is not None),
                         enable_model_summary=False,
                         default_root_dir=workdir,
