@@ -156,14 +156,23 @@ def training_loop(rounds: int, epochs: int, env: dict[str, str]) -> dict:
                                      str(ROOT / "data/processed")),
     }
     epochs_s: dict[str, list[float]] = {k: [] for k in paths}
+    rounds_med: list[dict[str, float]] = []
     for r in range(rounds):
+        this: dict[str, float] = {}
         for name, run in paths.items():
             t = run()
             epochs_s[name] += t
+            this[name] = statistics.median(t)
             print(f"  round {r + 1}: {name:8s} epochs {', '.join(f'{x:.2f}' for x in t)} s",
                   flush=True)
+        rounds_med.append(this)
     med = {k: statistics.median(v) for k, v in epochs_s.items()}
-    return {"epoch_s": epochs_s, "median_epoch_s": med,
+    # This machine's speed drifts by up to 2x between minutes: a ratio within one round
+    # compares runs made a few seconds apart, and their median shrugs off a slow round.
+    per_round = {"litpipe_over_raw": [m["litpipe"] / m["raw"] for m in rounds_med],
+                 "seeds_over_litpipe": [m["seeds"] / m["litpipe"] for m in rounds_med]}
+    return {"epoch_s": epochs_s, "median_epoch_s": med, "per_round": per_round,
+            "per_round_median": {k: statistics.median(v) for k, v in per_round.items()},
             "litpipe_over_raw": med["litpipe"] / med["raw"],
             "litpipe_over_lightning": med["litpipe"] / med["lightning"],
             "lightning_over_raw": med["lightning"] / med["raw"],
@@ -299,7 +308,10 @@ def main() -> None:
                   f"{med['raw']:.2f} s; litpipe/raw {t['litpipe_over_raw']:.2f}x "
                   f"(Lightning/raw {t['lightning_over_raw']:.2f}x, litpipe/Lightning "
                   f"{t['litpipe_over_lightning']:.2f}x), seeds/litpipe "
-                  f"{t['seeds_over_litpipe']:.2f}x", flush=True)
+                  f"{t['seeds_over_litpipe']:.2f}x; per round: litpipe/raw "
+                  f"{t['per_round_median']['litpipe_over_raw']:.2f}x, seeds/litpipe "
+                  f"{t['per_round_median']['seeds_over_litpipe']:.2f}x (medians of "
+                  f"{args.rounds})", flush=True)
     if "recipe" in parts:
         print("default recipe (train stage):", flush=True)
         result["default_recipe"] = rec = default_recipe(args.rounds, args.epochs,

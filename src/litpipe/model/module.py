@@ -56,7 +56,7 @@ class LitBase(L.LightningModule):
         self.example_input_array = torch.zeros(1, *in_shape)
         self.grad_norm_max = 0.0  # largest post-clipping gradient norm of the current epoch
         self.grad_norm = 0.0  # the last optimiser step's (a NaN or inf says training diverged)
-        self._tallies: dict[str, list[list[Any]]] = {}  # stage -> losses, sizes, corrects
+        self._tallies: dict[str, list[list[Any]]] = {}  # stage -> losses, sizes, classes
         self._trained: list[nn.Parameter] = []  # parameters with gradients, listed once a fit
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -76,23 +76,25 @@ class LitBase(L.LightningModule):
     # ------------------------------------------------------------------ epoch metrics
     # Lightning's per-step self.log() and a torchmetrics update cost tens of microseconds
     # each, a real share of a small model's step; so does every extra tensor op. Each step
-    # only keeps its loss, batch size and correct count (no arithmetic: two fewer ops than
-    # running sums); the epoch means are computed and logged once, as ordinary Lightning
-    # metrics (progress bar, callbacks, any logger a user adds).
+    # only keeps its loss, batch size, predicted classes and labels (one op, the argmax;
+    # comparing and counting waits for the epoch's end, one op for all batches); the epoch
+    # means are computed and logged once, as ordinary Lightning metrics (progress bar,
+    # callbacks, any logger a user adds).
 
     def _tally(self, stage: str, loss: torch.Tensor, n: int,
-               correct: torch.Tensor | None = None) -> None:
-        losses, sizes, corrects = self._tallies.setdefault(stage, [[], [], []])
+               predicted: torch.Tensor | None = None, labels: torch.Tensor | None = None
+               ) -> None:
+        losses, sizes, classes = self._tallies.setdefault(stage, [[], [], []])
         losses.append(loss.detach())
         sizes.append(n)
-        if correct is not None:
-            corrects.append(correct)
+        if predicted is not None:
+            classes.append((predicted, labels))
 
     def _log_epoch(self, stage: str, accuracy: bool) -> None:
         t = self._tallies.pop(stage, None)
         if t is None or not t[1]:
             return
-        losses, sizes, corrects = t
+        losses, sizes, classes = t
         n = sum(sizes)
         weights = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
         # One value for the epoch (the last training batch's hook would default to a step).
@@ -103,8 +105,9 @@ class LitBase(L.LightningModule):
                               "batch_size": 1}
         loss = torch.dot(torch.stack(losses).float(), weights) / n
         self.log(f"{stage}_loss", loss, prog_bar=stage == "val", **kw)
-        if accuracy and corrects:
-            self.log(f"{stage}_acc", torch.stack(corrects).sum().float() / n, prog_bar=True,
+        if accuracy and classes:
+            predicted, labels = (torch.cat(c) for c in zip(*classes, strict=True))
+            self.log(f"{stage}_acc", (predicted == labels).sum().float() / n, prog_bar=True,
                      **kw)
 
     def on_fit_start(self) -> None:
@@ -200,14 +203,14 @@ class LitClassifier(LitBase):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
-        self._tally("train", loss, len(y), (logits.detach().argmax(1) == y).sum())
+        self._tally("train", loss, len(y), logits.detach().argmax(1), y)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
                         ) -> None:
         x, y = batch
         logits = self(x)
-        self._tally("val", F.cross_entropy(logits, y), len(y), (logits.argmax(1) == y).sum())
+        self._tally("val", F.cross_entropy(logits, y), len(y), logits.argmax(1), y)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
