@@ -27,10 +27,11 @@ def test_on_a_terminal_it_counts_every_batch(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("sys.stdout", _Terminal())
     bar = progress_bar()
     assert bar.is_enabled and bar.refresh_rate == 1
-    clock = iter([100.0, 100.05, 100.12, 100.13])
+    clock = iter([100.0, 100.05, 100.12, 100.13, 100.14, 100.15])
     monkeypatch.setattr("litpipe.progress.time.monotonic", lambda: next(clock))
-    # Redrawn at most every 0.1 s, and always at the epoch's last batch.
-    assert [bar._should_update(n, 50) for n in (1, 2, 3, 50)] == [True, False, True, True]
+    # Redrawn at most every 0.1 s, and always at a bar's first and last batches.
+    assert [bar._should_update(n, 50) for n in (1, 2, 3, 4, 50, 1)] == [
+        True, False, True, False, True, True]
     bar.disable()  # Lightning's other ranks
     bar.enable()
     assert bar.is_enabled

@@ -39,13 +39,14 @@ class TerminalProgressBar(TQDMProgressBar):
             self.disable()
 
     def _should_update(self, current: int, total: int) -> bool:
-        """Redraw at most ten times a second, and at the last batch. Lightning redraws the
+        """Redraw at most ten times a second, and at the first and last batches (a new
+        bar shows its first batch at once, whenever the last bar drew). Lightning redraws the
         bar and rebuilds its metrics on every batch (tqdm's own rate limit does not apply
         to how Lightning sets the count): for a small model, a share of each step."""
         if not self.is_enabled:
             return False
         now = time.monotonic()
-        if current == total or now - self._drawn_at >= REDRAW_EVERY_S:
+        if current in (1, total) or now - self._drawn_at >= REDRAW_EVERY_S:
             self._drawn_at = now
             return True
         return False

@@ -134,14 +134,6 @@ class LitBase(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step_loss(batch)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device,
-                                 dataloader_idx: int) -> Any:
-        # The DataLoader's tensors are in host memory already: on the CPU, Lightning's walk
-        # over the batch calling .to("cpu") on each tensor (a no-op) is skipped.
-        if device.type == "cpu":
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def on_validation_epoch_start(self) -> None:
         self._tallies.pop("val", None)
 
