@@ -34,7 +34,6 @@ from litpipe.data.datamodule import ArrayDataModule
 from litpipe.data.processed import load_stats
 from litpipe.errors import LitpipeError
 from litpipe.model.module import build_module
-from litpipe.progress import progress_bar
 from litpipe.repo import MODELS, PROCESSED, REPORTS
 from litpipe.schema import Params
 from litpipe.sweep.trial import TrialContext, TrialPruning
@@ -128,8 +127,6 @@ def _callbacks(params: Params, dm: ArrayDataModule, run: TrackedRun | None,
     trial = TrialContext.from_env()  # set by `litpipe sweep` only (sweep/trial.py)
     if trial is not None:
         callbacks.append(TrialPruning(trial))
-    if params.trainer.enable_progress_bar:
-        callbacks.append(progress_bar())
     es = cb.early_stopping
     if es.enabled:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience,
