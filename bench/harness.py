@@ -86,16 +86,17 @@ def _json_line(out: str) -> dict:
 
 # ------------------------------------------------------------------------ training loop
 
-def train_stage(edits: dict[str, object], extra_env: dict[str, str] | None = None
-                ) -> tuple[list[float], float]:
+def train_stage(edits: dict[str, object], extra_env: dict[str, str] | None = None,
+                root: Path = ROOT) -> tuple[list[float], float]:
     """litpipe's train stage with ``edits`` to params.yaml: its epoch times (epoch_time_s,
-    validation included) and its training TFLOP, both from its MLflow run."""
+    validation included) and its training TFLOP, both from its MLflow run. ``root``: the
+    checkout whose stage runs (another version's, for bench/stage_versions.py)."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "data").mkdir()
         (tmp / "data/processed").symlink_to(ROOT / "data/processed")
         (tmp / "params.yaml").write_text(yaml.safe_dump(_params(edits)))
-        subprocess.run([PY, str(ROOT / "stages/train.py")], cwd=tmp,
+        subprocess.run([PY, str(root / "stages/train.py")], cwd=tmp,
                        env={**_env(tmp), **(extra_env or {})}, check=True,
                        capture_output=True)
         with sqlite3.connect(tmp / "mlflow.db") as db:

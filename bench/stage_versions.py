@@ -11,29 +11,10 @@ the per-round ratios (runs seconds apart: this machine's speed drifts between mi
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import statistics
-import subprocess
-import tempfile
 from pathlib import Path
 
 import harness as H  # bench/ is the script's directory, first on sys.path
-import yaml
-
-
-def stage_epochs(root: Path, epochs: int, env: dict[str, str]) -> list[float]:
-    """The epoch times (epoch_time_s in its MLflow run) of ``root``'s train stage."""
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        (tmp / "data").mkdir()
-        (tmp / "data/processed").symlink_to(H.ROOT / "data/processed")
-        (tmp / "params.yaml").write_text(
-            yaml.safe_dump(H._params({**H.MLP, "trainer.max_epochs": epochs})))
-        subprocess.run([H.PY, str(root / "stages/train.py")], cwd=tmp, check=True,
-                       capture_output=True, env={**H._env(tmp), **env})
-        with sqlite3.connect(tmp / "mlflow.db") as db:
-            return [v for (v,) in db.execute(
-                "select value from metrics where key='epoch_time_s' order by step")]
 
 
 def main() -> None:
@@ -45,12 +26,13 @@ def main() -> None:
     args = ap.parse_args()
     profile = H.PROFILES[args.profile]
     other = args.other.resolve()
+    mlp = {**H.MLP, "trainer.max_epochs": args.epochs}
     paths = {
         "raw": lambda: H.script_epochs("raw_loop.py", args.epochs, profile, "--processed",
                                        str(H.ROOT / "data/processed")),
-        "other": lambda: stage_epochs(other, args.epochs,
-                                      {**profile, "PYTHONPATH": str(other / "src")}),
-        "this": lambda: stage_epochs(H.ROOT, args.epochs, profile),
+        "other": lambda: H.train_stage(mlp, {**profile, "PYTHONPATH": str(other / "src")},
+                                       root=other)[0],
+        "this": lambda: H.train_stage(mlp, profile)[0],
     }
     runs: dict[str, list[list[float]]] = {k: [] for k in paths}
     for r in range(args.rounds):
