@@ -266,10 +266,10 @@ def test_one_complete_run_on_the_server(tracking_server: Stack, repro: Path, tmp
 
 def test_queued_experiments_land_on_the_server(tracking_server: Stack, repro: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two `dvc exp run --queue` experiments: their workers run in temporary workspaces and
-    inherit MLFLOW_TRACKING_URI (and the CI login) from `dvc queue start`, so they must land
-    on the server too, each complete, each with its own registered model version, and
-    nothing stray."""
+    """Two `dvc exp run --queue` experiments, run side by side (`-j 2`, as a team queues
+    them): their workers run in temporary workspaces and inherit MLFLOW_TRACKING_URI (and
+    the CI login) from `dvc queue start`, so they must land on the server too, each
+    complete, each with its own registered model version, and nothing stray."""
     from mlflow.tracking import MlflowClient
 
     uri, repo = tracking_server.uri(), repro
@@ -287,7 +287,7 @@ def test_queued_experiments_land_on_the_server(tracking_server: Stack, repro: Pa
     run(["git", "commit", "-qm", "baseline run"], repo)
     for lr in ("0.001", "0.006"):  # params.yaml has 0.004
         dvc("exp", "run", "--queue", "-S", f"optimizer.lr={lr}")
-    status = run_queue(repo, env=env)
+    status = run_queue(repo, jobs=2, env=env)
     assert "Failed" not in status and status.count("Success") == 2, status
     assert not (repo / "mlflow.db").exists()  # nothing went to the embedded default
 
