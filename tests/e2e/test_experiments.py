@@ -56,11 +56,12 @@ ROUNDS = int(os.environ.get("LITPIPE_QUEUE_ROUNDS", "1"))
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_parallel_queue_on_a_fresh_db(tmp_path: Path, round_: int) -> None:
-    """5 queued experiments, 2 at a time, on a clone with no mlflow.db yet.
+    """3 queued experiments, 2 at a time, on a clone with no mlflow.db yet.
 
     Two processes creating MLflow's SQLite schema at once used to break each other
     ("index ... already exists", "duplicate column name"); the store is now created once,
-    under a lock, before any writer touches it.
+    under a lock, before any writer touches it. The first two start together on the empty
+    store (the race); the third starts while the second is still writing.
     """
     repo = make_repo_copy(tmp_path / "repo")
     configure_tiny_digits(repo)
@@ -68,7 +69,7 @@ def test_parallel_queue_on_a_fresh_db(tmp_path: Path, round_: int) -> None:
                                        "callbacks.val_image_samples": 0})
     run(["git", "commit", "-qam", "one epoch"], repo)
     assert not (repo / "mlflow.db").exists()
-    lrs = ("0.001", "0.002", "0.003", "0.004", "0.005")
+    lrs = ("0.001", "0.002", "0.003")
     for lr in lrs:
         run(["dvc", "exp", "run", "--queue", "-S", f"optimizer.lr={lr}"], repo)
     status = run_queue(repo, jobs=2)
@@ -78,13 +79,13 @@ def test_parallel_queue_on_a_fresh_db(tmp_path: Path, round_: int) -> None:
         versions = db.execute("select count(*) from model_versions").fetchone()[0]
         logged = sorted(v for (v,) in db.execute(
             "select value from params where key='optimizer.lr'"))
-    assert runs == [("FINISHED",)] * 5
-    assert versions == 5
+    assert runs == [("FINISHED",)] * len(lrs)
+    assert versions == len(lrs)
     assert logged == list(lrs)
     with sqlite3.connect(repo / "mlflow.db") as db:
         exp_names = [v for (v,) in db.execute(
             "select value from tags where key='dvc.exp_name'")]
-    assert len(set(exp_names)) == 5  # each run tagged with its experiment's name
+    assert len(set(exp_names)) == len(lrs)  # each run tagged with its experiment's name
     # Artifacts of queued runs live under the repo, not in the deleted temp workspaces.
     assert not list((repo / ".dvc/tmp/exps").glob("tmp*/mlartifacts"))
-    assert len(list((repo / "mlartifacts").rglob("samples.png"))) == 5
+    assert len(list((repo / "mlartifacts").rglob("samples.png"))) == len(lrs)
