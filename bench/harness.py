@@ -3,12 +3,13 @@
 What it measures (on Fashion-MNIST; run ``dvc repro`` first, it uses the pipeline's data,
 checkpoint and exported model):
 
-* **The training loop.** The same MLP (784-256-128-10, Adam 1e-3, batch 64) for the same
-  epochs through four paths, in turn, ``--rounds`` times: the tutorials' path
-  (bench/seeds_path.py), litpipe's train stage with logging as shipped, litpipe's module
-  under a bare Lightning Trainer (bench/lightning_loop.py: what the framework alone costs),
-  and a hand-written PyTorch loop (bench/raw_loop.py). Each reports its epochs' wall
-  times, validation included; the table shows medians and the ratios.
+* **The training loop.** The same MLP (784-256-128-10, Adam 1e-3, batch 64) through four
+  paths, one epoch each in turn, ``--rounds`` × ``--epochs`` times, all in one process
+  (bench/loop_alternation.py: why one process): the tutorials' path (bench/seeds_path.py),
+  litpipe's train stage with logging as shipped, litpipe's module under a bare Lightning
+  Trainer (bench/lightning_loop.py: what the framework alone costs), and a hand-written
+  PyTorch loop (bench/raw_loop.py). Each reports its epochs' wall times, validation
+  included; the table shows medians, per-round ratios and the fastest epochs' ratios.
 * **The default recipe** (``--parts recipe``): its epoch through the train stage, its
   training FLOPs (from the run's ``train_tflop``) and GFLOP/s.
 * **CPU profiles** (``--profiles native,avx2``): the loop and recipe parts run once as the
@@ -106,11 +107,6 @@ def train_stage(edits: dict[str, object], extra_env: dict[str, str] | None = Non
         return [v for (v,) in rows], tflop
 
 
-def litpipe_epochs(epochs: int, env: dict[str, str]) -> list[float]:
-    """litpipe's train stage on the MLP; epoch times from its MLflow run (epoch_time_s)."""
-    return train_stage({**MLP, "trainer.max_epochs": epochs}, env)[0]
-
-
 # What restricts PyTorch's kernels, oneDNN and MKL to AVX2 on a CPU that has more: the path
 # CPUs without AVX-512 take (a newer core is still faster per cycle, so a lower bound).
 PROFILES = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -146,27 +142,19 @@ def script_epochs(script: str, epochs: int, env: dict[str, str], *extra: str) ->
     return _json_line(out)["epoch_s"]
 
 
-def training_loop(rounds: int, epochs: int, env: dict[str, str]) -> dict:
-    paths = {
-        "seeds": lambda: script_epochs("seeds_path.py", epochs, env, "--raw",
-                                       str(ROOT / "data/raw/fashion_mnist")),
-        "litpipe": lambda: litpipe_epochs(epochs, env),
-        "lightning": lambda: script_epochs("lightning_loop.py", epochs, env, "--processed",
-                                           str(ROOT / "data/processed")),
-        "raw": lambda: script_epochs("raw_loop.py", epochs, env, "--processed",
-                                     str(ROOT / "data/processed")),
-    }
-    epochs_s: dict[str, list[float]] = {k: [] for k in paths}
-    rounds_med: list[dict[str, float]] = []
+def training_loop(rounds: int, env: dict[str, str]) -> dict:
+    """The four paths' epochs, alternating in one process (bench/loop_alternation.py says
+    why), ``rounds`` epochs each, under the CPU profile ``env``."""
+    proc = subprocess.run([PY, str(ROOT / "bench/loop_alternation.py"), "--rounds",
+                           str(rounds)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **env})
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/loop_alternation.py failed:\n{proc.stderr[-2000:]}")
+    epochs_s: dict[str, list[float]] = _json_line(proc.stdout)["epoch_s"]
     for r in range(rounds):
-        this: dict[str, float] = {}
-        for name, run in paths.items():
-            t = run()
-            epochs_s[name] += t
-            this[name] = statistics.median(t)
-            print(f"  round {r + 1}: {name:8s} epochs {', '.join(f'{x:.2f}' for x in t)} s",
-                  flush=True)
-        rounds_med.append(this)
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[r]:.2f} s" for k, v in epochs_s.items()),
+              flush=True)
+    rounds_med = [{k: v[r] for k, v in epochs_s.items()} for r in range(rounds)]
     med = {k: statistics.median(v) for k, v in epochs_s.items()}
     # This machine's speed drifts by up to 2x between minutes: a ratio within one round
     # compares runs made a few seconds apart, and their median shrugs off a slow round.
@@ -307,8 +295,8 @@ def main() -> None:
         result["training_loop"] = {}
         for profile in args.profiles.split(","):
             print(f"training loop (MLP 784-256-128-10, batch 64), {profile}:", flush=True)
-            result["training_loop"][profile] = t = training_loop(args.rounds, args.epochs,
-                                                                 PROFILES[profile])
+            result["training_loop"][profile] = t = training_loop(
+                args.rounds * args.epochs, PROFILES[profile])
             med = t["median_epoch_s"]
             print(f"{profile} epoch (median): seeds {med['seeds']:.2f} s, litpipe "
                   f"{med['litpipe']:.2f} s, bare Lightning {med['lightning']:.2f} s, raw "
@@ -318,7 +306,7 @@ def main() -> None:
                   f"{t['seeds_over_litpipe']:.2f}x; per round: litpipe/raw "
                   f"{t['per_round_median']['litpipe_over_raw']:.2f}x, seeds/litpipe "
                   f"{t['per_round_median']['seeds_over_litpipe']:.2f}x (medians of "
-                  f"{args.rounds}); fastest epochs: litpipe/raw "
+                  f"{args.rounds * args.epochs}); fastest epochs: litpipe/raw "
                   f"{t['fastest']['litpipe_over_raw']:.2f}x, seeds/litpipe "
                   f"{t['fastest']['seeds_over_litpipe']:.2f}x", flush=True)
     if "recipe" in parts:

@@ -28,25 +28,23 @@ def mlp(hidden: list[int], in_features: int, classes: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(in_features, classes))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--processed", type=Path, default=Path("data/processed"))
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--hidden", default="256,128")
-    args = ap.parse_args()
+def epochs(processed: Path, n: int, batch: int = 64, hidden: tuple[int, ...] = (256, 128)
+           ) -> tuple[list[float], float]:
+    """Train a fresh MLP for ``n`` epochs: each epoch's wall time, and the last validation
+    accuracy (bench/loop_alternation.py calls this between the other paths' epochs)."""
     torch.manual_seed(0)
-    x = torch.from_numpy(np.load(args.processed / "train_x.npy"))
-    y = torch.from_numpy(np.load(args.processed / "train_y.npy"))
-    vx = torch.from_numpy(np.load(args.processed / "val_x.npy"))
-    vy = torch.from_numpy(np.load(args.processed / "val_y.npy"))
-    model = mlp([int(h) for h in args.hidden.split(",")], x[0].numel(), 10)
+    x = torch.from_numpy(np.load(processed / "train_x.npy"))
+    y = torch.from_numpy(np.load(processed / "train_y.npy"))
+    vx = torch.from_numpy(np.load(processed / "val_x.npy"))
+    vy = torch.from_numpy(np.load(processed / "val_y.npy"))
+    model = mlp(list(hidden), x[0].numel(), 10)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []
-    for _ in range(args.epochs):
+    correct = 0
+    for _ in range(n):
         t0 = time.perf_counter()
         model.train()
-        for idx in torch.randperm(len(x)).split(args.batch):
+        for idx in torch.randperm(len(x)).split(batch):
             loss = F.cross_entropy(model(x[idx].float().div(255.0)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -56,7 +54,19 @@ def main() -> None:
             correct = sum(int((model(vx[i].float().div(255.0)).argmax(1) == vy[i]).sum())
                           for i in torch.arange(len(vx)).split(1000))
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"epoch_s": times, "val_acc": correct / len(vx)}))
+    return times, correct / len(vx)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--processed", type=Path, default=Path("data/processed"))
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--hidden", default="256,128")
+    args = ap.parse_args()
+    times, acc = epochs(args.processed, args.epochs, args.batch,
+                        tuple(int(h) for h in args.hidden.split(",")))
+    print(json.dumps({"epoch_s": times, "val_acc": acc}))
 
 
 if __name__ == "__main__":

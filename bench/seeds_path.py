@@ -69,6 +69,29 @@ class EpochTimer(L.Callback):
         self.times.append(time.perf_counter() - self._t0)
 
 
+def epochs(raw_dir: Path, n: int, batch: int = 64, hidden: tuple[int, ...] = (256, 128)
+           ) -> tuple[list[float], float]:
+    """Fit a fresh model for ``n`` epochs the tutorials' way: each epoch's wall time, and
+    the last validation accuracy (bench/loop_alternation.py calls this between the other
+    paths' epochs)."""
+    L.seed_everything(0, verbose=False)
+    with tempfile.TemporaryDirectory() as root:
+        # torchvision looks for <root>/FashionMNIST/raw/<the uncompressed IDX files>.
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for f in raw_dir.resolve().glob("*-ubyte"):
+            (raw / f.name).symlink_to(f)
+        full = datasets.FashionMNIST(root, train=True, transform=transforms.ToTensor())
+        train, val = random_split(full, [len(full) - 5000, 5000],
+                                  generator=torch.Generator().manual_seed(0))
+        timer = EpochTimer()
+        trainer = L.Trainer(max_epochs=n, accelerator="cpu", devices=1,
+                            callbacks=[timer], default_root_dir=root)
+        trainer.fit(Seeds(list(hidden)), DataLoader(train, batch_size=batch, shuffle=True),
+                    DataLoader(val, batch_size=batch))
+    return timer.times, float(trainer.callback_metrics["val_acc"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", type=Path, default=Path("data/raw/fashion_mnist"))
@@ -76,24 +99,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--hidden", default="256,128")
     args = ap.parse_args()
-    L.seed_everything(0)
-    with tempfile.TemporaryDirectory() as root:
-        # torchvision looks for <root>/FashionMNIST/raw/<the uncompressed IDX files>.
-        raw = Path(root) / "FashionMNIST" / "raw"
-        raw.mkdir(parents=True)
-        for f in args.raw.resolve().glob("*-ubyte"):
-            (raw / f.name).symlink_to(f)
-        full = datasets.FashionMNIST(root, train=True, transform=transforms.ToTensor())
-        train, val = random_split(full, [len(full) - 5000, 5000],
-                                  generator=torch.Generator().manual_seed(0))
-        timer = EpochTimer()
-        trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1,
-                            callbacks=[timer], default_root_dir=root)
-        trainer.fit(Seeds([int(h) for h in args.hidden.split(",")]),
-                    DataLoader(train, batch_size=args.batch, shuffle=True),
-                    DataLoader(val, batch_size=args.batch))
-    print(json.dumps({"epoch_s": timer.times,
-                      "val_acc": float(trainer.callback_metrics["val_acc"])}))
+    times, acc = epochs(args.raw, args.epochs, args.batch,
+                        tuple(int(h) for h in args.hidden.split(",")))
+    print(json.dumps({"epoch_s": times, "val_acc": acc}))
 
 
 if __name__ == "__main__":
