@@ -28,6 +28,7 @@ a shared machine are noisy: compare the ratios, which come from runs made side b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +76,14 @@ def _params(edits: dict[str, object]) -> dict:
     return raw
 
 
+def tracking_uri(tmp: Path) -> str:
+    """The MLflow store of a scratch stage directory: a SQLite file inside it."""
+    return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
 def _env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DVC_ROOT", "DVC_EXP_NAME")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    env["MLFLOW_TRACKING_URI"] = tracking_uri(tmp)
     env["PYTHONWARNINGS"] = "ignore"
     return env
 
@@ -87,24 +94,39 @@ def _json_line(out: str) -> dict:
 
 # ------------------------------------------------------------------------ training loop
 
-def train_stage(edits: dict[str, object], extra_env: dict[str, str] | None = None,
-                root: Path = ROOT) -> tuple[list[float], float]:
-    """litpipe's train stage with ``edits`` to params.yaml: its epoch times (epoch_time_s,
-    validation included) and its training TFLOP, both from its MLflow run. ``root``: the
-    checkout whose stage runs (another version's, for bench/stage_versions.py)."""
+@contextlib.contextmanager
+def scratch_stage(edits: dict[str, object], processed: Path = ROOT / "data/processed"
+                  ) -> Iterator[Path]:
+    """A temporary directory a train stage can run in: ``params.yaml`` with ``edits``, and
+    ``data/processed`` linked to ``processed`` (the split data is only read)."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "data").mkdir()
-        (tmp / "data/processed").symlink_to(ROOT / "data/processed")
+        (tmp / "data/processed").symlink_to(processed.resolve())
         (tmp / "params.yaml").write_text(yaml.safe_dump(_params(edits)))
+        yield tmp
+
+
+def stage_metrics(tmp: Path) -> tuple[list[float], float]:
+    """What the train stage that ran in ``tmp`` logged to its MLflow run: each epoch's
+    ``epoch_time_s`` (validation included) and the training TFLOP."""
+    with sqlite3.connect(tmp / "mlflow.db") as db:
+        rows = db.execute("select value from metrics where key='epoch_time_s' "
+                          "order by step").fetchall()
+        (tflop,), = db.execute("select value from metrics where key='train_tflop'")
+    return [v for (v,) in rows], tflop
+
+
+def train_stage(edits: dict[str, object], extra_env: dict[str, str] | None = None,
+                root: Path = ROOT) -> tuple[list[float], float]:
+    """litpipe's train stage with ``edits`` to params.yaml, in a process of its own: its
+    epoch times and training TFLOP (:func:`stage_metrics`). ``root``: the checkout whose
+    stage runs (another version's, for bench/stage_versions.py)."""
+    with scratch_stage(edits) as tmp:
         subprocess.run([PY, str(root / "stages/train.py")], cwd=tmp,
                        env={**_env(tmp), **(extra_env or {})}, check=True,
                        capture_output=True)
-        with sqlite3.connect(tmp / "mlflow.db") as db:
-            rows = db.execute("select value from metrics where key='epoch_time_s' "
-                              "order by step").fetchall()
-            (tflop,), = db.execute("select value from metrics where key='train_tflop'")
-        return [v for (v,) in rows], tflop
+        return stage_metrics(tmp)
 
 
 # What restricts PyTorch's kernels, oneDNN and MKL to AVX2 on a CPU that has more: the path

@@ -26,17 +26,15 @@ import json
 import logging
 import os
 import runpy
-import sqlite3
 import sys
-import tempfile
 from pathlib import Path
+from unittest import mock
 
 import harness
 import lightning_loop
 import raw_loop
 import seeds_path
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,29 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def litpipe_epoch(processed: Path) -> float:
     """One epoch of litpipe's train stage (stages/train.py, as DVC runs it, but in this
     process) on the harness's MLP params; its ``epoch_time_s`` from its MLflow run."""
-    here = Path.cwd()
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PYTHONWARNINGS")}
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        (tmp / "data").mkdir()
-        (tmp / "data/processed").symlink_to(processed.resolve())
-        params = harness._params({**harness.MLP, "trainer.max_epochs": 1})
-        (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-        os.chdir(tmp)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                runpy.run_path(str(ROOT / "stages/train.py"), run_name="__main__")
-        finally:
-            os.chdir(here)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        with sqlite3.connect(tmp / "mlflow.db") as db:
-            (t,), = db.execute("select value from metrics where key='epoch_time_s'")
-        return float(t)
+    with (harness.scratch_stage({**harness.MLP, "trainer.max_epochs": 1}, processed) as tmp,
+          contextlib.chdir(tmp),
+          mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": harness.tracking_uri(tmp)}),
+          contextlib.redirect_stdout(io.StringIO())):
+        runpy.run_path(str(ROOT / "stages/train.py"), run_name="__main__")
+        (epoch_s,), _ = harness.stage_metrics(tmp)
+    return epoch_s
 
 
 def main() -> None:
