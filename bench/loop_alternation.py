@@ -1,9 +1,11 @@
-"""The seeds' MLP through four training paths in ONE process, one epoch each in turn:
+"""The seeds' MLP through five training paths in ONE process, one epoch each in turn:
 ``python bench/loop_alternation.py --rounds 8`` (bench/harness.py runs it per CPU profile).
 
 The paths: the tutorials' (bench/seeds_path.py), litpipe's train stage (stages/train.py, run
 here with ``runpy`` in a scratch directory, with the harness's MLP params), litpipe's module
-under a bare Lightning Trainer (bench/lightning_loop.py) and a hand-written PyTorch loop
+under a bare Lightning Trainer (bench/lightning_loop.py), the floor of any loop under
+Lightning's automatic optimisation (``minimal``: the raw loop's arithmetic as a
+LightningModule, bench/lightning_loop.py ``--minimal``) and a hand-written PyTorch loop
 (bench/raw_loop.py). Each round fits each path for one epoch from a fresh model, so every
 path's epochs are first epochs, measured seconds apart by the same process.
 
@@ -56,13 +58,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--processed", type=Path, default=ROOT / "data/processed")
     ap.add_argument("--raw", type=Path, default=ROOT / "data/raw/fashion_mnist")
-    ap.add_argument("--paths", default="seeds,litpipe,lightning,raw",
+    ap.add_argument("--paths", default="seeds,litpipe,lightning,minimal,raw",
                     help="comma-separated subset of the paths, run in this order")
     args = ap.parse_args()
     every = {
         "seeds": lambda: seeds_path.epochs(args.raw, 1)[0][0],
         "litpipe": lambda: litpipe_epoch(args.processed),
         "lightning": lambda: lightning_loop.epochs(args.processed, 1)[0],
+        "minimal": lambda: lightning_loop.minimal_epochs(args.processed, 1)[0],
         "raw": lambda: raw_loop.epochs(args.processed, 1)[0][0],
     }
     paths = {name: every[name] for name in args.paths.split(",")}
