@@ -28,7 +28,6 @@ import lightning_loop
 import numpy as np
 import raw_loop
 import torch
-from torch.nn import functional as F
 
 from litpipe.data.datamodule import ArrayDataModule
 from litpipe.training.device import deterministic_without_fill, skip_cuda_probes
@@ -61,11 +60,8 @@ def lightning_step(processed: Path, litpipe: bool) -> float:
     module = (lightning_loop.litpipe_module(dm, (256, 128)) if litpipe
               else lightning_loop.Minimal((256, 128)))
     timer = StepTimer()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, precision="32-true",
-                        deterministic=True, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, profiler=NoProfiler(),
-                        callbacks=[timer])
+    trainer = lightning_loop.bare_trainer(1, timer, deterministic=True, limit_val_batches=0,
+                                          profiler=NoProfiler())
     deterministic_without_fill()
     trainer.fit(module, datamodule=dm)
     return timer.ms
@@ -81,10 +77,7 @@ def raw_step(x: torch.Tensor, y: torch.Tensor, fused: bool) -> float:
             t0 = time.perf_counter()
         elif i == WARM + STEPS:
             break
-        loss = F.cross_entropy(model(x[idx].float().div(255.0)), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        raw_loop.train_step(model, opt, x, y, idx)
     return (time.perf_counter() - t0) / STEPS * 1e3
 
 

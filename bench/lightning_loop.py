@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import raw_loop
@@ -45,6 +46,16 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.times.append(time.perf_counter() - self._t0)
+
+
+def bare_trainer(max_epochs: int, callback: L.Callback, **settings: Any) -> L.Trainer:
+    """A CPU Trainer in fp32 with nothing of its own (no logger, checkpoints, progress bar,
+    model summary or sanity check) and one timing ``callback``: what every bare-Lightning
+    path of the benchmarks shares; ``settings`` are the few where they differ."""
+    return L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, precision="32-true",
+                     logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0,
+                     callbacks=[callback], **settings)
 
 
 class Minimal(L.LightningModule):
@@ -74,11 +85,7 @@ def minimal_epochs(processed: Path, n: int, batch: int = 64,
     L.seed_everything(0, verbose=False)
     dm = ArrayDataModule(processed, batch_size=batch, seed=0, eval_batch_size=250)
     timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=n, accelerator="cpu", devices=1, precision="32-true",
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        profiler=NoProfiler(), callbacks=[timer])
-    trainer.fit(Minimal(hidden), datamodule=dm)
+    bare_trainer(n, timer, profiler=NoProfiler()).fit(Minimal(hidden), datamodule=dm)
     return timer.times
 
 
@@ -101,11 +108,7 @@ def epochs(processed: Path, n: int, batch: int = 64, hidden: tuple[int, ...] = (
     dm = ArrayDataModule(processed, batch_size=batch, seed=0, eval_batch_size=250)
     module = litpipe_module(dm, hidden)
     timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=n, accelerator="cpu", devices=1,
-                        precision="32-true", deterministic=True, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[timer])
+    trainer = bare_trainer(n, timer, deterministic=True)
     deterministic_without_fill()
     trainer.fit(module, datamodule=dm)
     return timer.times

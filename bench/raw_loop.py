@@ -28,6 +28,16 @@ def mlp(hidden: list[int], in_features: int, classes: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(in_features, classes))
 
 
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor, idx: torch.Tensor) -> None:
+    """One optimiser step on rows ``idx``: uint8 → float in [0, 1], forward, backward, step
+    (bench/lightning_floor.py times this same step)."""
+    loss = F.cross_entropy(model(x[idx].float().div(255.0)), y[idx])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def epochs(processed: Path, n: int, batch: int = 64, hidden: tuple[int, ...] = (256, 128)
            ) -> tuple[list[float], float]:
     """Train a fresh MLP for ``n`` epochs: each epoch's wall time, and the last validation
@@ -45,10 +55,7 @@ def epochs(processed: Path, n: int, batch: int = 64, hidden: tuple[int, ...] = (
         t0 = time.perf_counter()
         model.train()
         for idx in torch.randperm(len(x)).split(batch):
-            loss = F.cross_entropy(model(x[idx].float().div(255.0)), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, x, y, idx)
         model.eval()
         with torch.no_grad():
             correct = sum(int((model(vx[i].float().div(255.0)).argmax(1) == vy[i]).sum())
